@@ -1,0 +1,45 @@
+"""StableAvatar for Blender: animate a character still with a voice strip from the Video Sequencer.
+
+Registration only. The model runs in a separate backend process (`python -m stableavatar serve --stdio`);
+this extension never imports torch. Layout: blender_addon/ (no bpy: protocol client, jobs, timing, audio
+maths, version shims), operators/ and ui/ (bpy classes).
+"""
+import atexit
+
+import bpy
+from bpy.app.handlers import persistent
+
+from .operators import animate, backend_ops, job_ops, runtime
+from .ui import panels, props
+
+CLASSES = props.classes + animate.classes + job_ops.classes + backend_ops.classes + panels.classes
+
+
+@persistent
+def _on_load_post(*_args):
+    runtime.reattach()
+    runtime.ensure_timer()
+
+
+def _at_exit():
+    runtime.stop_backend(timeout=5.0, settle=False)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.stableavatar = bpy.props.PointerProperty(type=props.STABLEAVATAR_PG_settings)
+    bpy.app.handlers.load_post.append(_on_load_post)
+    atexit.register(_at_exit)
+    runtime.ensure_timer()
+
+
+def unregister():
+    runtime.remove_timer()
+    runtime.stop_backend(timeout=5.0, settle=False)
+    atexit.unregister(_at_exit)
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    del bpy.types.Scene.stableavatar
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

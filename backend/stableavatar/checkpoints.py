@@ -1,0 +1,195 @@
+"""Find and verify the official checkpoint folder layout (spec §2), unchanged on disk.
+
+    ROOT/
+      Wan2.1-Fun-V1.1-1.3B-InP/   config.json, diffusion_pytorch_model.safetensors, Wan2.1_VAE.pth,
+                                  models_t5_umt5-xxl-enc-bf16.pth, models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth,
+                                  google/umt5-xxl/ (tokenizer)
+      wav2vec2-base-960h/         HF folder
+      StableAvatar-1.3B/          transformer3d-square.pt, transformer3d-rec-vec.pt
+      arch.json                   only in the tiny parity trees: their hyper-parameters
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CheckpointError
+
+HF_REPO = "FrancisRing/StableAvatar"
+BASE_DIR = "Wan2.1-Fun-V1.1-1.3B-InP"
+WAV2VEC_DIR = "wav2vec2-base-960h"
+AVATAR_DIR = "StableAvatar-1.3B"
+TRANSFORMERS = {"square": "transformer3d-square.pt", "rec-vec": "transformer3d-rec-vec.pt"}
+ENV_VAR = "STABLEAVATAR_CHECKPOINTS"
+
+BASE_FILES = {
+    "config": "config.json",
+    "vae": "Wan2.1_VAE.pth",
+    "t5": "models_t5_umt5-xxl-enc-bf16.pth",
+    "clip": "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+    "tokenizer": "google/umt5-xxl",
+}
+DOWNLOAD_HINT = ("download the official weights with `stableavatar download --to DIR` "
+                 f"(Hugging Face repo {HF_REPO}, about 20 GB) and pass --checkpoints DIR")
+
+
+@dataclass
+class CheckpointTree:
+    root: Path
+    base: Path
+    wav2vec: Path
+    transformers: dict[str, Path]
+    arch: dict | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def tiny(self) -> bool:
+        """True for the random-weight parity trees (they describe themselves with arch.json)."""
+        return self.arch is not None
+
+    def transformer_for(self, width: int, height: int, override: str | os.PathLike | None = None) -> Path:
+        """The StableAvatar weights for a resolution: square.pt for W == H, rec-vec.pt otherwise (README tips)."""
+        if override:
+            p = Path(override)
+            if not p.is_file():
+                raise CheckpointError(f"transformer file {p} does not exist", hint=DOWNLOAD_HINT)
+            return p
+        wanted = "square" if width == height else "rec-vec"
+        if wanted in self.transformers:
+            return self.transformers[wanted]
+        return next(iter(self.transformers.values()))  # the only one present (e.g. the tiny tree)
+
+    def weight_files(self) -> list[Path]:
+        return sorted(p for p in [*self.files.values(), *self.transformers.values(),
+                                  *(self.wav2vec.glob("*.safetensors")), *(self.wav2vec.glob("*.bin"))]
+                      if p.is_file())
+
+
+def default_search_paths() -> list[Path]:
+    paths = []
+    if os.environ.get(ENV_VAR):
+        paths.append(Path(os.environ[ENV_VAR]).expanduser())
+    paths.append(Path.cwd() / "checkpoints")
+    return paths
+
+
+def locate(root: str | os.PathLike | None = None) -> CheckpointTree:
+    """Return the checkpoint tree at `root` (or the first default location), or raise a CheckpointError
+    that names every folder searched and every missing file."""
+    candidates = [Path(root).expanduser()] if root else default_search_paths()
+    problems = []
+    for cand in candidates:
+        missing = _missing_files(cand)
+        if not missing:
+            return _tree(cand)
+        problems.append((cand, missing))
+    cand, missing = problems[0]
+    if not cand.exists():
+        where = ", ".join(str(c) for c, _ in problems)
+        raise CheckpointError(f"no checkpoint folder found (searched: {where})", hint=DOWNLOAD_HINT)
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise CheckpointError(f"checkpoint folder {cand} is incomplete: missing {shown}", hint=DOWNLOAD_HINT)
+
+
+def _missing_files(root: Path) -> list[str]:
+    if not root.is_dir():
+        return [str(root)]
+    missing = [f"{BASE_DIR}/{rel}" for rel in BASE_FILES.values() if not (root / BASE_DIR / rel).exists()]
+    if not (root / WAV2VEC_DIR / "config.json").is_file():
+        missing.append(f"{WAV2VEC_DIR}/config.json")
+    if not any((root / AVATAR_DIR / name).is_file() for name in TRANSFORMERS.values()):
+        missing.append(f"{AVATAR_DIR}/transformer3d-square.pt (or transformer3d-rec-vec.pt)")
+    return missing
+
+
+def _tree(root: Path) -> CheckpointTree:
+    arch = None
+    if (root / "arch.json").is_file():
+        try:
+            arch = json.loads((root / "arch.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{root / 'arch.json'} is not valid JSON ({exc})") from exc
+    base = root / BASE_DIR
+    return CheckpointTree(
+        root=root, base=base, wav2vec=root / WAV2VEC_DIR, arch=arch,
+        transformers={k: root / AVATAR_DIR / v for k, v in TRANSFORMERS.items() if (root / AVATAR_DIR / v).is_file()},
+        files={k: base / v for k, v in BASE_FILES.items()} | {"dit_base": base / "diffusion_pytorch_model.safetensors"},
+    )
+
+
+def safe_torch_load(path: str | os.PathLike) -> dict:
+    """torch.load with weights_only=True, turning every failure into a one-line CheckpointError.
+
+    weights_only refuses any pickled object that is not a tensor/container/primitive, so a tampered or
+    foreign `.pt` cannot run code; the official files are plain tensor dicts and load fine."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist", hint=DOWNLOAD_HINT)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path.name} contains pickled objects other than tensors and was not loaded ({first[:160]})",
+            hint="use the official checkpoint file; re-download it if it was modified") from None
+    except Exception as exc:  # truncated/corrupt zip, wrong format, ...
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:160]})",
+                              hint="the file may be truncated: re-download it") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name} does not hold a state dict of tensors",
+                              hint="use the official checkpoint file; re-download it if it was modified")
+    return obj
+
+
+def _is_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def verify_keys(name: str, expected: set[str], found: set[str]) -> None:
+    """Raise a CheckpointError naming missing/unexpected keys (a few of each) when the key sets differ."""
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})")
+    raise CheckpointError(f"{name}: key mismatch, {'; '.join(parts)}",
+                          hint="the file is not the expected model release; " + DOWNLOAD_HINT)
+
+
+def file_sha256(path: Path, cache_file: Path | None = None) -> str:
+    """sha256 of a file, cached by (path, size, mtime) because the real weights are ~20 GB."""
+    cache_file = cache_file or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stableavatar" / "sha256.json"
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache = {}
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        pass
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    cache[key] = h.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return cache[key]

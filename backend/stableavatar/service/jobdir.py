@@ -1,0 +1,240 @@
+"""The job directory, the unit of durability: everything needed to finish a job lives in it.
+
+    job.json           the request: input copies, params, worker settings (written once at submit)
+    inputs/            copies of the image and audio, so a job survives the caller deleting its temp files
+    lock               OS lock + pid of the owning process
+    state.safetensors  sampler checkpoint (written by the runner after every denoising step)
+    frames/ video.mp4 manifest.json preview.jpg log traceback.txt
+
+No torch here: the add-on and the tests use it to inspect job dirs cheaply.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import StableAvatarError, UserInputError
+
+REQUEST_VERSION = 1
+RESULT_NAMES = ("state.safetensors", "frames", "video.mp4", "manifest.json", "latents.safetensors", "preview.jpg",
+                "traceback.txt")
+
+
+class JobLockedError(StableAvatarError):
+    category = "busy"
+
+    def __init__(self, path: Path, pid: int | None):
+        owner = f"process {pid}" if pid else "another process"
+        super().__init__(f"job directory {path} is in use by {owner}",
+                         hint="wait for that job to finish or cancel it; a dead owner's lock is taken over "
+                              "automatically")
+        self.pid = pid
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """tmp + fsync + rename: a crash leaves the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    if os.name != "posix":
+        return  # Windows cannot open directories; NTFS journals the rename
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class JobLock:
+    """An OS-level exclusive lock on JOB_DIR/lock. The kernel drops it when the owner dies (even kill -9),
+    so a stale lock is taken over without guessing from pids; the pid inside is for messages only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> "JobLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # non-inheritable: ffmpeg children don't hold it
+        try:
+            _lock_fd(fd)
+        except OSError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise JobLockedError(self.path.parent, pid) from None
+        stale = _read_pid(fd)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+        self.took_over = stale if stale and stale != os.getpid() else None
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # empty = unowned; the file itself stays (unlinking a flock file races)
+            _unlock_fd(fd)
+        finally:
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return int(os.read(fd, 64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    _LOCK_OFFSET = 1 << 20  # lock a byte past the pid so other processes can still read who owns it
+
+    def _lock_fd(fd):
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock_fd(fd):
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock_fd(fd):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_fd(fd):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class JobDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().resolve()
+
+    request = property(lambda self: self.path / "job.json")
+    state = property(lambda self: self.path / "state.safetensors")
+    lock_path = property(lambda self: self.path / "lock")
+    frames = property(lambda self: self.path / "frames")
+    preview = property(lambda self: self.path / "preview.jpg")
+    video = property(lambda self: self.path / "video.mp4")
+    manifest = property(lambda self: self.path / "manifest.json")
+    log = property(lambda self: self.path / "log")
+    traceback = property(lambda self: self.path / "traceback.txt")
+    inputs = property(lambda self: self.path / "inputs")
+
+    def lock(self) -> JobLock:
+        return JobLock(self.lock_path).acquire()
+
+    def has_request(self) -> bool:
+        return self.request.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.state.is_file()
+
+    def read_request(self) -> dict:
+        try:
+            req = json.loads(self.request.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserInputError(f"{self.path} is not a job directory (no job.json)",
+                                 hint="submit it with image and audio to start a job there") from None
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"{self.request} is unreadable ({exc})",
+                                 hint="delete the job directory and submit the job again") from None
+        for key in ("image", "audio", "params"):
+            if key not in req:
+                raise UserInputError(f"{self.request} lacks {key!r}", hint="submit the job again with image and audio")
+        return req
+
+    def clear_results(self) -> None:
+        """Forget a previous, different request's outputs (only names this service writes)."""
+        for name in RESULT_NAMES:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def prepare_request(self, image: str, audio: str, params: dict, job_id: str, worker: dict) -> tuple[dict, bool]:
+        """Write job.json (+ input copies) for a new request, or keep the stored one when it is the same
+        request (same input contents, same params): returns (request, resumable)."""
+        sources = {"image": existing_file(image, "image"), "audio": existing_file(audio, "audio")}
+        hashes = {k: sha256_file(p) for k, p in sources.items()}
+        if self.has_request():
+            try:
+                old = self.read_request()
+            except UserInputError:
+                old = None
+            if old and old.get("sha256") == hashes and old.get("params") == params:
+                old["id"] = job_id
+                return old, self.has_checkpoint()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.clear_results()
+        copies = {}
+        for key, src in sources.items():
+            dst = self.inputs / f"{'reference' if key == 'image' else 'audio'}{src.suffix.lower()}"
+            if src.resolve() != dst.resolve():
+                self.inputs.mkdir(exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.tmp")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            copies[key] = str(dst)
+        req = {"version": REQUEST_VERSION, "id": job_id, "image": copies["image"], "audio": copies["audio"],
+               "source": {k: str(v) for k, v in sources.items()}, "sha256": hashes, "params": params,
+               "worker": worker, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write_json(self.request, req)
+        return req, False
+
+
+def existing_file(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserInputError(f"{what} file {p} does not exist" if not p.exists() else f"{what} {p} is not a file",
+                             hint=f"pass an absolute path to a readable {what} file")
+    return p.resolve()

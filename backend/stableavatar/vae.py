@@ -1,0 +1,256 @@
+"""Wan2.1 causal video VAE: stock `diffusers.AutoencoderKLWan` loaded from the official `Wan2.1_VAE.pth`.
+
+Also hosts the small checkpoint-reading helpers shared by the component loaders (image_encoder, text_encoder):
+safe pickle reading, key/shape checking with a one-line CheckpointError, and meta-device construction.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import pickle
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CheckpointError
+
+# Official per-channel latent statistics (wan_vae.py L629-639, spec §11.4).
+LATENT_MEAN: list[float] = [
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+]
+LATENT_STD: list[float] = [
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+]
+
+REAL_VAE_BASE_DIM = 96
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checkpoint helpers shared by the component loaders
+# --------------------------------------------------------------------------------------------------------------------
+
+def _hint(path: Path) -> str:
+    return f"re-download {path.name} from the official release and check the model folder layout"
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a plain tensor dict from a `.pth/.pt` pickle (weights_only, never arbitrary code) or `.safetensors`.
+
+    Any failure (missing, truncated, not a tensor dict, a pickle with custom objects) becomes a CheckpointError.
+    Pickles are memory-mapped when possible so tensors that are never used (e.g. the CLIP text tower) are not read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}", _hint(path))
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path), device="cpu")
+        else:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:  # legacy (non-zip) pickles cannot be memory-mapped
+                if "mmap" not in str(e):
+                    raise
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"cannot read checkpoint {path.name}: it holds non-tensor objects, refused by the "
+                              f"safe weights-only loader", _hint(path)) from e
+    except Exception as e:  # noqa: BLE001 - every reader error means "unusable file"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path.name} (damaged or not a checkpoint): "
+                              f"{type(e).__name__}: {first[:160]}", _hint(path)) from e
+    if isinstance(sd, dict) and set(sd) == {"state_dict"} and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"checkpoint {path.name} is not a plain dict of tensors ({type(sd).__name__})",
+                              _hint(path))
+    return sd
+
+
+def _few(keys: Iterable[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def check_keys(path: str | Path, missing: Iterable[str], unexpected: Iterable[str],
+               mismatched: Iterable[str] = ()) -> None:
+    """Raise a one-line CheckpointError naming up to 5 missing / unexpected / wrongly shaped keys, if any."""
+    missing, unexpected, mismatched = sorted(set(missing)), sorted(set(unexpected)), sorted(set(mismatched))
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatch(es): {_few(mismatched, 3)}")
+    path = Path(path)
+    raise CheckpointError(f"{path.name} does not match the expected model: " + "; ".join(parts),
+                          _hint(path) + " (tiny test trees need their arch.json)")
+
+
+def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Construct a module without allocating or randomly initialising its weights (they are assigned later)."""
+    with torch.device("meta"):
+        return factory()
+
+
+def assign_state_dict(model: nn.Module, sd: dict[str, Tensor], path: str | Path,
+                      name_of: Callable[[str], str] = lambda k: k, unexpected: Iterable[str] = (),
+                      rebuild_buffers: Callable[[nn.Module], None] | None = None) -> None:
+    """Strictly load `sd` (model key names) into a meta-built `model` by assignment (no second copy of the weights).
+
+    Errors are reported with `name_of(model_key)`, i.e. in the checkpoint's own naming; `unexpected` adds checkpoint
+    keys the caller's conversion left out; `rebuild_buffers` recreates non-persistent buffers (not in any state dict).
+    """
+    expected = model.state_dict()
+    missing = [name_of(k) for k in expected if k not in sd]
+    unexpected = [*unexpected, *(name_of(k) for k in sd if k not in expected)]
+    mismatched = [f"{name_of(k)} {tuple(sd[k].shape)} vs {tuple(v.shape)}"
+                  for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+    check_keys(path, missing, unexpected, mismatched)
+    model.load_state_dict(sd, strict=True, assign=True)
+    if rebuild_buffers is not None:
+        rebuild_buffers(model)
+    left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if left:  # a non-persistent buffer that the caller must rebuild: a bug, not a user error
+        raise RuntimeError(f"tensors left on the meta device after loading: {left[:5]}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# VAE
+# --------------------------------------------------------------------------------------------------------------------
+
+def _vae_key_names(ckpt_keys: Iterable[str]) -> dict[str, str]:
+    """diffusers key -> original Wan key, for error messages.
+
+    diffusers' converter is a per-key rename, so converting {name: name} dicts inverts it: the checkpoint's own keys
+    plus every name the Wan VAE layout can produce (to name keys that are absent from the file).
+    """
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    def residual(prefix: str) -> list[str]:
+        return [f"{prefix}.residual.{s}" for s in ("0.gamma", "2.weight", "2.bias", "3.gamma", "6.weight", "6.bias")]
+
+    cands = [f"{p}.{s}" for p in ("conv1", "conv2", "encoder.conv1", "decoder.conv1") for s in ("weight", "bias")]
+    for part in ("encoder", "decoder"):
+        cands += [f"{part}.head.0.gamma", f"{part}.head.2.weight", f"{part}.head.2.bias"]
+        cands += residual(f"{part}.middle.0") + residual(f"{part}.middle.2")
+        cands += [f"{part}.middle.1.{s}" for s in ("norm.gamma", "to_qkv.weight", "to_qkv.bias", "proj.weight",
+                                                     "proj.bias")]
+        blocks = "downsamples" if part == "encoder" else "upsamples"
+        for i in range(24):
+            p = f"{part}.{blocks}.{i}"
+            cands += residual(p) + [f"{p}.{m}.{s}" for m in ("shortcut", "resample.1", "time_conv")
+                                    for s in ("weight", "bias")]
+    names: dict[str, str] = {}
+    for orig in itertools.chain(cands, ckpt_keys):  # checkpoint keys win over generated candidates
+        (new,) = convert_wan_vae_to_diffusers({orig: orig}).keys()
+        names[new] = orig
+    return names
+
+
+def vae_config(arch: dict | None) -> dict:
+    """diffusers AutoencoderKLWan constructor arguments (built in code: no Hub config)."""
+    arch = arch or {}
+    return dict(
+        base_dim=int(arch.get("base_dim", REAL_VAE_BASE_DIM)),
+        z_dim=int(arch.get("z_dim", 16)),
+        dim_mult=list(arch.get("dim_mult", [1, 2, 4, 4])),
+        num_res_blocks=int(arch.get("num_res_blocks", 2)),
+        attn_scales=list(arch.get("attn_scales", [])),
+        temperal_downsample=list(arch.get("temporal_downsample", [False, True, True])),  # diffusers' spelling
+        latents_mean=list(arch.get("latent_mean", LATENT_MEAN)),
+        latents_std=list(arch.get("latent_std", LATENT_STD)),
+    )
+
+
+def load_vae(path, arch: dict | None, device="cpu", dtype=torch.float32) -> "WanVAE":
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    path = Path(path)
+    raw = read_state_dict(path)
+    cfg = vae_config(arch)
+    model = build_on_meta(lambda: AutoencoderKLWan(**cfg))
+    sd = {k: v.to(dtype) for k, v in convert_wan_vae_to_diffusers(raw).items()}
+    names = functools.cache(lambda: _vae_key_names(raw.keys()))  # only needed for an error message
+    assign_state_dict(model, sd, path, name_of=lambda k: names().get(k, k))
+    model.eval().requires_grad_(False)
+    return WanVAE(model, cfg["latents_mean"], cfg["latents_std"]).to(device)
+
+
+class WanVAE:
+    """Normalised-latent interface of the official wrapper (`scale = [mean, 1/std]`) around AutoencoderKLWan."""
+
+    def __init__(self, model, latent_mean: list[float], latent_std: list[float]):
+        self.model = model
+        self._mean = torch.tensor(latent_mean, dtype=torch.float32)
+        self._std = torch.tensor(latent_std, dtype=torch.float32)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device) -> "WanVAE":
+        self.model.to(device)
+        return self
+
+    def release(self) -> None:
+        self.model = None
+
+    def _scale(self) -> tuple[Tensor, Tensor]:
+        # Same tensors as the official wrapper: mean and 1/std computed in the model dtype, shaped [1, C, 1, 1, 1].
+        mean = self._mean.to(self.device, self.dtype).view(1, -1, 1, 1, 1)
+        inv_std = 1.0 / self._std.to(self.device, self.dtype).view(1, -1, 1, 1, 1)
+        return mean, inv_std
+
+    @torch.no_grad()
+    def encode_mode(self, video: Tensor) -> Tensor:
+        """[B,3,F,H,W] in [-1,1] -> normalised posterior mode [B,16,(F-1)//4+1,H/8,W/8]."""
+        mean, inv_std = self._scale()
+        video = video.to(self.device, self.dtype)
+        # One sample at a time like the official wrapper (diffusers would batch the causal chunks).
+        mus = [self.model.encode(x).latent_dist.mode() for x in video.split(1)]
+        # `* (1/std)` rather than `/ std`: bit-identical to the official `scale[1]` multiply (`/std` differs ~1e-7).
+        return (torch.cat(mus) - mean) * inv_std
+
+    @torch.no_grad()
+    def decode_stream(self, latents: Tensor) -> Iterator[Tensor]:
+        """[1,16,T,h,w] normalised latents -> CPU float32 chunks [3,f,H,W] in [-1,1]: f = 1, then 4 per latent.
+
+        Mirrors AutoencoderKLWan._decode (post_quant_conv on the whole sequence, then the decoder one latent frame
+        at a time carrying the causal conv cache), but yields each chunk instead of concatenating, so memory stays
+        flat in T while the result equals the whole decode bit for bit. The cache lives in local lists, not on the
+        model, so the model's own encode/decode state is untouched.
+        """
+        if latents.dim() != 5 or latents.shape[0] != 1:
+            raise ValueError(f"decode_stream expects latents [1,C,T,h,w], got {tuple(latents.shape)}")
+        model = self.model
+        if model.use_tiling:
+            raise RuntimeError("VAE tiling changes results; keep it disabled")
+        mean, inv_std = self._scale()
+        # `z / (1/std) + mean` reproduces the official decode exactly (`z * std + mean` differs ~2e-6).
+        z = latents.to(self.device, self.dtype) / inv_std + mean
+        x = model.post_quant_conv(z)  # 1x1x1 conv: cheap, and per-frame application would change rounding
+        feat_cache = [None] * model._cached_conv_counts["decoder"]
+        for i in range(x.shape[2]):
+            out = model.decoder(x[:, :, i:i + 1], feat_cache=feat_cache, feat_idx=[0], first_chunk=(i == 0))
+            if model.config.patch_size is not None:
+                from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+                out = unpatchify(out, patch_size=model.config.patch_size)
+            yield out.clamp(-1.0, 1.0)[0].float().cpu()
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """[1,16,T,h,w] -> [1,3,4(T-1)+1,H,W] (CPU float32)."""
+        return torch.cat(list(self.decode_stream(latents)), dim=1).unsqueeze(0)

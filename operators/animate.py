@@ -1,0 +1,292 @@
+"""Animate Avatar, Animate Selected Strips, Animate Shots: turn strips into queued backend jobs.
+
+Each job gets its own folder with the exact audio (16 kHz mono WAV of what the timeline plays), the
+character still, and `blender_job.json` (where the result goes). Nothing in the scene changes until the
+frames come back.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import bpy
+
+from ..blender_addon import audio, audio_range, compat, jobs as jobmodel, timing
+from . import runtime
+
+
+class JobInputError(Exception):
+    pass
+
+
+@dataclass
+class Shot:
+    """One job's worth of timeline: a range, what is heard there, where the still comes from."""
+    source: str                 # name shown on the job row and on the result strip
+    left: int
+    right: int
+    channel_above: int
+    sound_strip: object = None  # for STRIP audio: the strip whose audio alone is sent
+    render_scene: object = None  # for camera stills
+    render_camera: object = None
+    render_frame: int = 0
+
+
+# ---------------------------------------------------------------- audio
+
+def audible_strips(scene, exclude=None):
+    se = scene.sequence_editor
+    return [s for s in compat.all_strips(se) if compat.audible(se, s) and s != exclude]
+
+
+def overlapping_audible(scene, strip) -> list[str]:
+    target = compat.strip_timing(strip)
+    others = [compat.strip_timing(s) for s in audible_strips(scene, exclude=strip)]
+    return [s.name for s in audio_range.overlapping(target, others)]
+
+
+def write_shot_audio(scene, shot: Shot, mode: str, out_path: str) -> int:
+    fps = timing.scene_fps(scene.render.fps, scene.render.fps_base)
+    n = audio_range.range_samples(shot.left, shot.right, fps)
+    if mode == "STRIP" and shot.sound_strip is not None:
+        sources = [shot.sound_strip]
+    else:
+        sources = audible_strips(scene)
+    contributions = [c for c in (audio_range.contribution(compat.strip_timing(s), shot.left, shot.right, fps)
+                                 for s in sources) if c is not None]
+    if not contributions:
+        raise JobInputError(f"nothing audible under '{shot.source}' (frames {shot.left}-{shot.right})")
+    for c in contributions:
+        if not os.path.isfile(c.filepath):
+            raise JobInputError(f"sound file not found: {c.filepath}")
+    return audio.write_wav(contributions, n, out_path)
+
+
+# ---------------------------------------------------------------- still
+
+def render_camera_still(scene, camera, frame: int, out_path: str) -> str:
+    """Render `scene` from `camera` at `frame` to a PNG, restoring every setting touched."""
+    if camera is None:
+        raise JobInputError(f"no camera to render scene '{scene.name}' from: choose one in the panel")
+    r = scene.render
+    saved = (scene.camera, scene.frame_current, r.filepath, r.image_settings.file_format,
+             r.image_settings.color_mode, r.use_sequencer, r.use_compositing)
+    try:
+        scene.camera = camera
+        scene.frame_set(frame)
+        r.filepath = out_path
+        r.image_settings.file_format = "PNG"
+        r.image_settings.color_mode = "RGB"
+        r.use_sequencer = False  # render the 3D scene, not the edit
+        r.use_compositing = False
+        bpy.ops.render.render(write_still=True, scene=scene.name)
+    finally:
+        (scene.camera, _, r.filepath, r.image_settings.file_format, r.image_settings.color_mode,
+         r.use_sequencer, r.use_compositing) = saved
+        scene.frame_set(saved[1])
+    if not os.path.isfile(out_path):
+        raise JobInputError(f"rendering '{scene.name}' from '{camera.name}' wrote no image")
+    return out_path
+
+
+def image_strip_still(scene, name: str, frame: int) -> str:
+    se = scene.sequence_editor
+    strip = compat.all_strips(se).get(name) if name else None
+    if strip is None or strip.type != "IMAGE":
+        raise JobInputError(f"image strip '{name}' not found: pick an image strip in the panel")
+    elements = strip.elements
+    idx = min(max(int(frame - compat.content_start(strip)), 0), len(elements) - 1)
+    path = bpy.path.abspath(os.path.join(strip.directory, elements[idx].filename))
+    return os.path.normpath(path)
+
+
+def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
+    if shot.render_scene is not None:
+        return render_camera_still(shot.render_scene, shot.render_camera, shot.render_frame,
+                                   os.path.join(job_dir, "still.png"))
+    if settings.still_source == "CAMERA":
+        return render_camera_still(scene, settings.camera or scene.camera, shot.left,
+                                   os.path.join(job_dir, "still.png"))
+    if settings.still_source == "STRIP":
+        path = image_strip_still(scene, settings.image_strip, shot.left)
+    else:
+        path = os.path.normpath(bpy.path.abspath(settings.image_path)) if settings.image_path else ""
+    if not path or not os.path.isfile(path):
+        raise JobInputError(f"still image not found: {path or '(none chosen)'}")
+    # a copy in the job folder: the job resumes even if the original moves
+    copy = os.path.join(job_dir, "still" + os.path.splitext(path)[1].lower())
+    shutil.copyfile(path, copy)
+    return copy
+
+
+# ---------------------------------------------------------------- queueing
+
+def queue_shot(context, scene, shot: Shot) -> tuple[object, str | None]:
+    """Prepare inputs and submit one job; returns (job row, error or None). The row exists either way."""
+    settings = scene.stableavatar
+    job_id = jobmodel.new_job_id()
+    job_dir = os.path.join(runtime.jobs_root(), job_id)
+    os.makedirs(job_dir, exist_ok=True)
+    takes = [j.take for j in settings.jobs if j.source == shot.source]
+    job = settings.jobs.add()
+    job.job_id, job.job_dir, job.source = job_id, job_dir, shot.source
+    job.take = max(takes, default=0) + 1
+    job.status, job.message = jobmodel.PREPARING, "preparing audio and still"
+    settings.active_job = len(settings.jobs) - 1
+    try:
+        wav = os.path.join(job_dir, "audio.wav")
+        samples = write_shot_audio(scene, shot, settings.audio_source, wav)
+        still = prepare_still(context, scene, settings, shot, job_dir)
+    except (JobInputError, audio.AudioError, OSError) as exc:
+        runtime.set_error(job, str(exc))
+        return job, str(exc)
+    placement = jobmodel.Placement(
+        scene=scene.name, source=shot.source, frame_start=int(shot.left), channel_above=int(shot.channel_above),
+        n_scene_frames=int(shot.right - shot.left), fps=int(scene.render.fps),
+        fps_base=float(scene.render.fps_base), take=job.take, replace_previous=settings.replace_previous)
+    record = jobmodel.JobRecord(id=job_id, job_dir=job_dir, image=still, audio=wav, params=settings.params(),
+                                placement=placement, samples=samples)
+    record.save()
+    runtime.submit(job, record)
+    if job.status == jobmodel.ERROR:
+        return job, job.message
+    return job, None
+
+
+def sound_strip_shot(strip) -> Shot:
+    return Shot(source=strip.name, left=int(compat.left(strip)), right=int(compat.right(strip)),
+                channel_above=strip.channel, sound_strip=strip)
+
+
+def scene_strip_shots(scene) -> list[Shot]:
+    se = scene.sequence_editor
+    strips = [s for s in compat.top_strips(se) if s.type == "SCENE" and s.scene is not None]
+    chosen = [s for s in strips if s.select] or strips
+    shots = []
+    for s in sorted(chosen, key=compat.left):
+        frame = int(s.scene.frame_start + compat.left(s) - compat.content_start(s))
+        shots.append(Shot(source=s.name, left=int(compat.left(s)), right=int(compat.right(s)),
+                          channel_above=s.channel, render_scene=s.scene,
+                          render_camera=s.scene_camera or s.scene.camera, render_frame=frame))
+    return shots
+
+
+def camera_marker_shots(scene) -> list[Shot]:
+    markers = sorted((m for m in scene.timeline_markers if m.camera is not None), key=lambda m: m.frame)
+    se = scene.sequence_editor
+    shots = []
+    for i, m in enumerate(markers):
+        end = markers[i + 1].frame if i + 1 < len(markers) else scene.frame_end + 1
+        if end <= m.frame:
+            continue
+        heard = [s.channel for s in compat.all_strips(se) if compat.audible(se, s)
+                 and compat.left(s) < end and compat.right(s) > m.frame]
+        shots.append(Shot(source=m.name or f"shot {i + 1}", left=m.frame, right=end,
+                          channel_above=max(heard, default=0), render_scene=scene, render_camera=m.camera,
+                          render_frame=m.frame))
+    return shots
+
+
+def _report_results(op, results) -> set[str]:
+    errors = [f"{job.source}: {err}" for job, err in results if err]
+    queued = len(results) - len(errors)
+    if errors:
+        op.report({"ERROR"}, "; ".join(errors))
+    if queued:
+        op.report({"INFO"}, f"queued {queued} avatar job(s); results appear on the timeline when done")
+    return {"FINISHED"} if queued else {"CANCELLED"}
+
+
+def _has_sound(context) -> bool:
+    se = context.scene.sequence_editor if context.scene else None
+    return se is not None and any(s.type == "SOUND" for s in compat.all_strips(se))
+
+
+class STABLEAVATAR_OT_animate(bpy.types.Operator):
+    """Animate the still with the active sound strip: queues a job; the result arrives as a new image strip"""
+    bl_idname = "stableavatar.animate"
+    bl_label = "Animate Avatar"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        se = context.scene.sequence_editor if context.scene else None
+        strip = se.active_strip if se else None
+        return strip is not None and strip.type == "SOUND"
+
+    def invoke(self, context, event):
+        scene = context.scene
+        settings = scene.stableavatar
+        if settings.audio_source == "STRIP" and overlapping_audible(scene, scene.sequence_editor.active_strip):
+            return context.window_manager.invoke_props_dialog(self, width=420)
+        return self.execute(context)
+
+    def draw(self, context):
+        scene = context.scene
+        names = overlapping_audible(scene, scene.sequence_editor.active_strip)
+        col = self.layout.column()
+        col.label(text="Other audio plays at the same time: " + ", ".join(names[:4]), icon="ERROR")
+        col.label(text="Send only this strip, or a mixdown of everything heard?")
+        col.prop(scene.stableavatar, "audio_source", expand=True)
+
+    def execute(self, context):
+        scene = context.scene
+        strip = scene.sequence_editor.active_strip
+        if scene.stableavatar.audio_source == "STRIP":
+            others = overlapping_audible(scene, strip)
+            if others:
+                self.report({"WARNING"}, f"other audible strips overlap '{strip.name}': {', '.join(others)} "
+                                         "(set Audio to Mixdown to include them)")
+        if compat.volume_animated(scene, strip):
+            self.report({"WARNING"}, f"the volume of '{strip.name}' is animated: its current value is used")
+        return _report_results(self, [queue_shot(context, scene, sound_strip_shot(strip))])
+
+
+class STABLEAVATAR_OT_animate_selected(bpy.types.Operator):
+    """Queue one avatar job per selected sound strip (they run in order on the one backend)"""
+    bl_idname = "stableavatar.animate_selected"
+    bl_label = "Animate Selected Strips"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return _has_sound(context)
+
+    def execute(self, context):
+        scene = context.scene
+        strips = sorted((s for s in compat.all_strips(scene.sequence_editor) if s.select and s.type == "SOUND"),
+                        key=compat.left)
+        if not strips:
+            self.report({"ERROR"}, "select one or more sound strips")
+            return {"CANCELLED"}
+        return _report_results(self, [queue_shot(context, scene, sound_strip_shot(s)) for s in strips])
+
+
+class STABLEAVATAR_OT_animate_shots(bpy.types.Operator):
+    """For each shot (scene strip or camera marker): render the still from the shot's camera and animate it
+    with the audio under the shot"""
+    bl_idname = "stableavatar.animate_shots"
+    bl_label = "Animate Shots"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.sequence_editor is not None
+
+    def execute(self, context):
+        scene = context.scene
+        settings = scene.stableavatar
+        shots = scene_strip_shots(scene) if settings.shots_from == "SCENE_STRIPS" else camera_marker_shots(scene)
+        if not shots:
+            self.report({"ERROR"}, "no shots: add scene strips, or markers bound to cameras")
+            return {"CANCELLED"}
+        saved = settings.audio_source
+        settings.audio_source = "MIXDOWN"  # a shot has no single sound strip: everything heard under it
+        try:
+            return _report_results(self, [queue_shot(context, scene, shot) for shot in shots])
+        finally:
+            settings.audio_source = saved
+
+
+classes = (STABLEAVATAR_OT_animate, STABLEAVATAR_OT_animate_selected, STABLEAVATAR_OT_animate_shots)

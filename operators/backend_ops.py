@@ -1,0 +1,156 @@
+"""Preferences buttons: Check Backend, Stop Backend, Install Backend, Download Weights.
+
+Install and Download are the only network use of the extension. They run only when Blender's online
+access is allowed, say what they fetch before they start, run in a background process (Blender never
+waits) and log to the extension's user folder.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import bpy
+
+from ..blender_addon.client import clean_env
+from ..ui.props import prefs
+from . import runtime
+
+EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
+INSTALL_WHAT = (
+    "Creates a Python environment in the extension's user folder and installs the bundled backend into it.",
+    "Downloads: PyTorch with CUDA 12.4 from download.pytorch.org (about 2.5 GB),",
+    "and from PyPI: diffusers, transformers, accelerate, huggingface_hub, safetensors, librosa, soundfile,",
+    "imageio-ffmpeg, pillow, numpy, tqdm, sentencepiece, protobuf and their dependencies (about 1 GB).",
+)
+DOWNLOAD_WHAT = (
+    "Downloads the official StableAvatar weights from Hugging Face (FrancisRing/StableAvatar:",
+    "StableAvatar-1.3B, Wan2.1-Fun-V1.1-1.3B-InP, wav2vec2-base-960h), about 20 GB, into the checkpoints folder.",
+)
+TASK = {"name": "", "proc": None}  # one install/download at a time
+
+
+def online_refusal() -> str | None:
+    if not bpy.app.online_access:
+        return ("online access is disabled: allow it in Preferences > System > Network "
+                "(or start Blender with --online-mode), then press the button again")
+    return None
+
+
+def _run_task(name: str, steps: list[list[str]], log: str):
+    """Run commands one after another in a thread; report through the event queue (the tick shows it)."""
+    def work():
+        with open(log, "ab") as out:
+            for argv in steps:
+                out.write(("$ " + " ".join(argv) + "\n").encode())
+                out.flush()
+                try:
+                    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+                except OSError as exc:
+                    runtime.SESSION.events.put({"type": "task", "message": f"{name} failed: {exc} (log: {log})"})
+                    break
+                TASK["proc"] = proc
+                if proc.wait() != 0:
+                    runtime.SESSION.events.put({"type": "task", "message":
+                                                f"{name} failed (exit {proc.returncode}); see {log}"})
+                    break
+            else:
+                runtime.SESSION.events.put({"type": "task", "message": f"{name} finished; press Check Backend"})
+        TASK["name"], TASK["proc"] = "", None
+
+    TASK["name"] = name
+    runtime.ensure_timer()
+    threading.Thread(target=work, name=f"stableavatar-{name}", daemon=True).start()
+
+
+class _ConfirmDownload:
+    what: tuple = ()
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self, width=640)
+
+    def draw(self, context):
+        col = self.layout.column(align=True)
+        for line in self.what:
+            col.label(text=line)
+
+    def refuse(self) -> bool:
+        reason = online_refusal() or (f"{TASK['name']} is already running" if TASK["name"] else None)
+        if reason:
+            self.report({"ERROR"}, reason)
+        return bool(reason)
+
+
+class STABLEAVATAR_OT_install_backend(_ConfirmDownload, bpy.types.Operator):
+    """Create the backend environment and install the backend into it (needs online access)"""
+    bl_idname = "stableavatar.install_backend"
+    bl_label = "Install Backend"
+    what = INSTALL_WHAT
+
+    def execute(self, context):
+        if self.refuse():
+            return {"CANCELLED"}
+        venv = runtime.user_dir("venv", create=False)
+        py = runtime.managed_python()
+        steps = [[sys.executable, "-m", "venv", venv],
+                 [py, "-m", "pip", "install", "--upgrade", "pip"],
+                 [py, "-m", "pip", "install", "torch", "--index-url", TORCH_INDEX],
+                 [py, "-m", "pip", "install", EXTENSION_DIR]]
+        _run_task("install backend", steps, os.path.join(runtime.user_dir("logs"), "install.log"))
+        prefs().python = ""  # use the managed environment
+        self.report({"INFO"}, "installing the backend in the background; progress in the preferences")
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
+    """Download the official weights into the checkpoints folder (needs online access)"""
+    bl_idname = "stableavatar.download_weights"
+    bl_label = "Download Weights"
+    what = DOWNLOAD_WHAT
+
+    def execute(self, context):
+        if self.refuse():
+            return {"CANCELLED"}
+        python = runtime.backend_python()
+        if not os.path.isfile(python):
+            self.report({"ERROR"}, "no backend Python yet: press Install Backend or set Backend Python first")
+            return {"CANCELLED"}
+        p = prefs()
+        target = bpy.path.abspath(p.checkpoints) if p.checkpoints else runtime.user_dir("checkpoints")
+        p.checkpoints = target
+        _run_task("download weights", [[python, "-m", "stableavatar", "download", "--to", target]],
+                  os.path.join(runtime.user_dir("logs"), "download.log"))
+        self.report({"INFO"}, f"downloading weights to {target} in the background")
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_check_backend(bpy.types.Operator):
+    """Start the backend and show what it finds: Python, torch, CUDA, GPU, free memory, weights"""
+    bl_idname = "stableavatar.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context):
+        try:
+            runtime.ensure_client()
+        except runtime.BackendConfigError as exc:
+            prefs().backend_report = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        prefs().backend_report = "starting the backend..."
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_stop_backend(bpy.types.Operator):
+    """Stop the backend (running jobs are checkpointed and can be retried)"""
+    bl_idname = "stableavatar.stop_backend"
+    bl_label = "Stop Backend"
+
+    def execute(self, context):
+        runtime.stop_backend()
+        return {"FINISHED"}
+
+
+classes = (STABLEAVATAR_OT_install_backend, STABLEAVATAR_OT_download_weights, STABLEAVATAR_OT_check_backend,
+           STABLEAVATAR_OT_stop_backend)

@@ -1,0 +1,116 @@
+"""Per-job buttons: cancel, retry, re-import, open folder, copy error, remove row."""
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import StringProperty
+
+from ..blender_addon import jobs as jobmodel
+from . import runtime
+
+
+class _JobOp:
+    job_id: StringProperty()
+
+    def job(self, context):
+        scene, job = runtime.find_job(self.job_id)
+        if job is None:
+            self.report({"ERROR"}, f"no job {self.job_id}")
+        return scene, job
+
+
+class STABLEAVATAR_OT_cancel_job(_JobOp, bpy.types.Operator):
+    """Stop this job (the backend stops within one denoising step)"""
+    bl_idname = "stableavatar.cancel_job"
+    bl_label = "Cancel Job"
+
+    def execute(self, context):
+        _, job = self.job(context)
+        if job is None:
+            return {"CANCELLED"}
+        runtime.cancel(job)
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_retry_job(_JobOp, bpy.types.Operator):
+    """Run this job again from its folder (it resumes from its last finished step)"""
+    bl_idname = "stableavatar.retry_job"
+    bl_label = "Retry Job"
+
+    def execute(self, context):
+        _, job = self.job(context)
+        if job is None or job.status in jobmodel.ACTIVE:
+            return {"CANCELLED"}
+        job.error_text = ""
+        runtime.submit(job)
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_reimport_job(_JobOp, bpy.types.Operator):
+    """Add this job's frames to the timeline again as a new strip (nothing existing is changed)"""
+    bl_idname = "stableavatar.reimport_job"
+    bl_label = "Re-import Result"
+
+    def execute(self, context):
+        scene, job = self.job(context)
+        if job is None:
+            return {"CANCELLED"}
+        if not jobmodel.finished_result(job.job_dir):
+            self.report({"ERROR"}, f"job {job.job_id} has no finished frames in {job.job_dir}")
+            return {"CANCELLED"}
+        runtime.import_result(scene, job)
+        if job.status == jobmodel.ERROR:
+            self.report({"ERROR"}, job.message)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_open_job_folder(_JobOp, bpy.types.Operator):
+    """Open the job's folder (audio, still, frames, log) in the file browser"""
+    bl_idname = "stableavatar.open_job_folder"
+    bl_label = "Open Job Folder"
+
+    def execute(self, context):
+        _, job = self.job(context)
+        if job is None or not os.path.isdir(job.job_dir):
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=job.job_dir)
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_copy_error(_JobOp, bpy.types.Operator):
+    """Copy the full error report of this job (message, hint, traceback, log) to the clipboard"""
+    bl_idname = "stableavatar.copy_error"
+    bl_label = "Copy Error"
+
+    def execute(self, context):
+        _, job = self.job(context)
+        if job is None:
+            return {"CANCELLED"}
+        context.window_manager.clipboard = job.error_text or job.message
+        self.report({"INFO"}, "error report copied")
+        return {"FINISHED"}
+
+
+class STABLEAVATAR_OT_remove_job(_JobOp, bpy.types.Operator):
+    """Remove this row from the list (its folder and any imported strip stay)"""
+    bl_idname = "stableavatar.remove_job"
+    bl_label = "Remove Job Row"
+
+    def execute(self, context):
+        scene, job = self.job(context)
+        if job is None:
+            return {"CANCELLED"}
+        if job.status in jobmodel.ACTIVE:
+            runtime.cancel(job)
+        jobs = scene.stableavatar.jobs
+        for i, j in enumerate(jobs):
+            if j.job_id == self.job_id:
+                jobs.remove(i)
+                break
+        return {"FINISHED"}
+
+
+classes = (STABLEAVATAR_OT_cancel_job, STABLEAVATAR_OT_retry_job, STABLEAVATAR_OT_reimport_job,
+           STABLEAVATAR_OT_open_job_folder, STABLEAVATAR_OT_copy_error, STABLEAVATAR_OT_remove_job)

@@ -1,0 +1,1 @@
+"""Blender UI classes: properties (props.py) and sequencer sidebar panels (panels.py)."""

@@ -1,0 +1,157 @@
+"""Sequencer sidebar tab "Avatar": settings for the active sound strip, the buttons, and the job list."""
+from __future__ import annotations
+
+import bpy
+
+from ..blender_addon import compat, jobs as jobmodel
+from ..operators import backend_ops, runtime
+
+STATUS_ICON = {jobmodel.PREPARING: "TIME", jobmodel.QUEUED: "TIME", jobmodel.RUNNING: "PLAY",
+               jobmodel.CANCELLING: "CANCEL", jobmodel.IMPORTED: "CHECKMARK", jobmodel.CANCELLED: "X",
+               jobmodel.ERROR: "ERROR"}
+
+
+def _progress(layout, factor: float, text: str):
+    if "progress" in bpy.types.UILayout.bl_rna.functions:
+        layout.progress(factor=factor, type="BAR", text=text)
+    else:
+        layout.label(text=f"{int(factor * 100)}% {text}")
+
+
+def _multiline(layout, text: str, width: int = 70):
+    col = layout.column(align=True)
+    col.scale_y = 0.8
+    for para in text.splitlines():
+        while len(para) > width:
+            col.label(text=para[:width])
+            para = para[width:]
+        col.label(text=para)
+
+
+class _AvatarPanel:
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Avatar"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and hasattr(context.scene, "stableavatar")
+
+
+class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
+    bl_label = "Animate Avatar"
+
+    def draw(self, context):
+        layout = self.layout
+        scene = context.scene
+        st = scene.stableavatar
+        se = scene.sequence_editor
+        strip = se.active_strip if se else None
+        if strip is not None and strip.type == "SOUND":
+            layout.label(text=f"{strip.name}: frames {int(compat.left(strip))}-{int(compat.right(strip))}",
+                         icon="SOUND")
+        else:
+            layout.label(text="Select a sound strip", icon="INFO")
+
+        col = layout.column()
+        col.prop(st, "still_source")
+        if st.still_source == "FILE":
+            col.prop(st, "image_path")
+        elif st.still_source == "STRIP" and se is not None:
+            col.prop_search(st, "image_strip", se, "strips_all" if hasattr(se, "strips_all") else "sequences_all")
+        else:
+            col.prop(st, "camera")
+        col.prop(st, "prompt")
+        col.prop(st, "preset")
+        if st.preset == "CUSTOM":
+            col.prop(st, "steps")
+        col.prop(st, "resolution")
+        if st.resolution == "CUSTOM":
+            row = col.row(align=True)
+            row.prop(st, "width")
+            row.prop(st, "height")
+        col.prop(st, "fit")
+        col.prop(st, "seed")
+        col.prop(st, "audio_source")
+        col.prop(st, "replace_previous")
+        layout.operator("stableavatar.animate", icon="PLAY")
+        row = layout.row(align=True)
+        row.operator("stableavatar.animate_selected")
+        row.operator("stableavatar.animate_shots")
+        layout.prop(st, "shots_from")
+
+
+class STABLEAVATAR_PT_advanced(_AvatarPanel, bpy.types.Panel):
+    bl_label = "Guidance"
+    bl_parent_id = "STABLEAVATAR_PT_animate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        st = context.scene.stableavatar
+        col = self.layout.column()
+        col.prop(st, "guidance")
+        col.prop(st, "text_scale")
+        col.prop(st, "audio_scale")
+        col.prop(st, "overlap")
+
+
+class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
+    bl_label = "Avatar Jobs"
+
+    def draw(self, context):
+        layout = self.layout
+        client = runtime.SESSION.client
+        layout.label(text="Backend: " + ("running" if client and client.alive else "stopped"),
+                     icon="LINKED" if client and client.alive else "UNLINKED")
+        jobs = context.scene.stableavatar.jobs
+        if not len(jobs):
+            layout.label(text="No jobs yet")
+        for job in reversed(jobs):
+            box = layout.box()
+            row = box.row(align=True)
+            row.label(text=f"{job.source}  (take {job.take})", icon=STATUS_ICON.get(job.status, "DOT"))
+            if job.status in jobmodel.ACTIVE:
+                row.operator("stableavatar.cancel_job", text="", icon="CANCEL").job_id = job.job_id
+            else:
+                if job.status in (jobmodel.ERROR, jobmodel.CANCELLED):
+                    row.operator("stableavatar.retry_job", text="", icon="FILE_REFRESH").job_id = job.job_id
+                if job.status == jobmodel.IMPORTED:
+                    row.operator("stableavatar.reimport_job", text="", icon="IMPORT").job_id = job.job_id
+                row.operator("stableavatar.remove_job", text="", icon="X").job_id = job.job_id
+            row.operator("stableavatar.open_job_folder", text="", icon="FILE_FOLDER").job_id = job.job_id
+            if job.status in (jobmodel.RUNNING, jobmodel.QUEUED, jobmodel.CANCELLING):
+                _progress(box, job.fraction, job.message)
+            elif job.status == jobmodel.ERROR:
+                _multiline(box, job.error_text or job.message)
+                box.operator("stableavatar.copy_error", icon="COPYDOWN").job_id = job.job_id
+            else:
+                box.label(text=job.message)
+
+
+def draw_preferences(p, context, layout):
+    col = layout.column()
+    col.prop(p, "python")
+    col.prop(p, "checkpoints")
+    col.prop(p, "device")
+    col.prop(p, "dtype")
+    col.prop(p, "memory_mode")
+    col.prop(p, "jobs_dir")
+    row = layout.row()
+    row.operator("stableavatar.check_backend", icon="CHECKMARK")
+    row.operator("stableavatar.stop_backend", icon="CANCEL")
+    if p.backend_report:
+        _multiline(layout.box(), p.backend_report, 100)
+    box = layout.box()
+    box.label(text="Setup (downloads; needs online access)", icon="URL")
+    if not bpy.app.online_access:
+        box.label(text="Online access is off (Preferences > System > Network): these buttons will refuse",
+                  icon="ERROR")
+    for line in backend_ops.INSTALL_WHAT:
+        box.label(text=line)
+    box.operator("stableavatar.install_backend", icon="IMPORT")
+    for line in backend_ops.DOWNLOAD_WHAT:
+        box.label(text=line)
+    box.operator("stableavatar.download_weights", icon="IMPORT")
+
+
+classes = (STABLEAVATAR_PT_animate, STABLEAVATAR_PT_advanced, STABLEAVATAR_PT_jobs)
