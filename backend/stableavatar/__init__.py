@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 from .errors import StableAvatarError, UserInputError, CheckpointError  # noqa: E402
 from .params import GenerationParams  # noqa: E402
 
+__all__ = ["Engine", "GenerationParams", "GenerationResult", "Hooks", "StableAvatarError", "UserInputError",
+           "CheckpointError"]
+
 
 def __getattr__(name):  # lazy: importing the package must not import torch
     if name in ("Engine", "GenerationResult", "Hooks"):

@@ -64,7 +64,7 @@ def load_audio_encoder(folder, device="cpu", dtype=torch.float32) -> "AudioEncod
     unexpected = sorted(k for k in info.get("unexpected_keys", []) if not k.startswith("lm_head."))
     mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", []))
     if missing or unexpected or mismatched:
-        from .vae import check_keys
+        from .weights import check_keys
         weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.exists()), folder)
         check_keys(weights, missing, unexpected, mismatched)
     model.to(dtype).eval().requires_grad_(False)  # eval also disables spec-augment masking and layerdrop

@@ -13,7 +13,6 @@ This is the official index maths, quirks included, because the checkpoints were 
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,52 +118,6 @@ def _tree(root: Path) -> CheckpointTree:
         transformers={k: root / AVATAR_DIR / v for k, v in TRANSFORMERS.items() if (root / AVATAR_DIR / v).is_file()},
         files={k: base / v for k, v in BASE_FILES.items()} | {"dit_base": base / "diffusion_pytorch_model.safetensors"},
     )
-
-
-def safe_torch_load(path: str | os.PathLike) -> dict:
-    """torch.load with weights_only=True, turning every failure into a one-line CheckpointError.
-
-    weights_only refuses any pickled object that is not a tensor/container/primitive, so a tampered or
-    foreign `.pt` cannot run code; the official files are plain tensor dicts and load fine."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist", hint=DOWNLOAD_HINT)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path.name} contains pickled objects other than tensors and was not loaded ({first[:160]})",
-            hint="use the official checkpoint file; re-download it if it was modified") from None
-    except Exception as exc:  # truncated/corrupt zip, wrong format, ...
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:160]})",
-                              hint="the file may be truncated: re-download it") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name} does not hold a state dict of tensors",
-                              hint="use the official checkpoint file; re-download it if it was modified")
-    return obj
-
-
-def _is_zip(path: Path) -> bool:
-    return zipfile.is_zipfile(path)
-
-
-def verify_keys(name: str, expected: set[str], found: set[str]) -> None:
-    """Raise a CheckpointError naming missing/unexpected keys (a few of each) when the key sets differ."""
-    missing, unexpected = sorted(expected - found), sorted(found - expected)
-    if not missing and not unexpected:
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})")
-    raise CheckpointError(f"{name}: key mismatch, {'; '.join(parts)}",
-                          hint="the file is not the expected model release; " + DOWNLOAD_HINT)
 
 
 def file_sha256(path: Path, cache_file: Path | None = None) -> str:

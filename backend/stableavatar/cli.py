@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_args(gen, checkpoints_required=False)
     gen.set_defaults(func=cmd_generate)
 
-    dl = sub.add_parser("download", help=f"download the official weights from Hugging Face")
+    dl = sub.add_parser("download", help="download the official weights from Hugging Face")
     dl.add_argument("--to", required=True, metavar="DIR")
     dl.set_defaults(func=cmd_download)
 

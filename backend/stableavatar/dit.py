@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .adapter import AudioAdapter
 from .audio_windows import audio_token_ranges
-from .checkpoints import safe_torch_load, verify_keys
+from .weights import check_keys, read_state_dict
 from .errors import CheckpointError
 
 AUDIO_WEIGHTS_HINT = ("download StableAvatar-1.3B/transformer3d-square.pt (or transformer3d-rec-vec.pt) from the "
@@ -417,15 +417,10 @@ class StableAvatarDiT(ModelMixin, ConfigMixin):
         if transformer is None:
             _raise_without_audio_weights(base_dir / "diffusion_pytorch_model.safetensors", set(expected))
         path = Path(transformer)
-        state_dict = safe_torch_load(path)  # CheckpointError for missing/corrupt files and non-tensor pickles
-        verify_keys(path.name, set(expected), set(state_dict))
-        mismatched = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items()
-                      if v.shape != expected[k].shape]
-        if mismatched:
-            raise CheckpointError(f"{path.name}: {len(mismatched)} shape mismatch(es) with {config_file}: "
-                                  + ", ".join(mismatched[:3]),
-                                  hint="the .pt and the base config.json are from different models "
-                                       "(tiny parity trees also need their arch.json)")
+        state_dict = read_state_dict(path)  # CheckpointError for missing/corrupt files and non-tensor pickles
+        check_keys(path, set(expected) - set(state_dict), set(state_dict) - set(expected),
+                   [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items()
+                    if k in expected and v.shape != expected[k].shape])
 
         fp32 = tuple(cls._keep_in_fp32_modules)
         state_dict = {k: v.to(device=device, dtype=torch.float32 if k.startswith(fp32) else dtype)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,9 +27,9 @@ import torch
 
 from . import __version__
 from . import compat as compat_modes
-from .audio import SAMPLES_PER_FRAME, load_audio, num_video_frames
+from .audio import load_audio, num_video_frames
 from .checkpoints import CheckpointTree, file_sha256, locate
-from .errors import CancelledError, OutOfMemoryError, StableAvatarError, UserInputError
+from .errors import CancelledError, OutOfMemoryError, UserInputError
 from .guidance import branches, combine
 from .image import load_reference
 from .memory import dit_on_device, place_transformer

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .vae import assign_state_dict, build_on_meta, read_state_dict
+from .weights import assign_state_dict, build_on_meta, read_state_dict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Real ViT-H/14 (open-clip xlm-roberta-large-vit-huge-14, visual tower).
-_REAL = dict(vision_width=1280, vision_heads=16, vision_layers=32, vision_layers_used=31, vision_mlp_ratio=4,
+_REAL = dict(vision_width=1280, vision_heads=16, vision_layers=32, vision_mlp_ratio=4,
              image_size=224, patch_size=14, layernorm_eps=1e-5, mean=CLIP_MEAN, std=CLIP_STD)
 
 # Checkpoint keys that exist but are never used (the text tower, heads, post-norm and the unused last block).
@@ -27,7 +27,7 @@ _IGNORED_PREFIXES = ("textual.", "log_scale", "visual.head", "visual.post_norm."
 def _arch(arch: dict | None) -> dict:
     a = dict(_REAL)
     a.update(arch or {})
-    a.setdefault("vision_layers_used", a["vision_layers"] - 1)
+    a.setdefault("vision_layers_used", a["vision_layers"] - 1)  # official use_31_block: all but the last
     return a
 
 
@@ -95,8 +95,8 @@ def load_image_encoder(path, arch: dict | None, device="cpu", dtype=torch.float3
     sd, names = _convert(raw, used, dtype)
     # Keys of the checkpoint we neither load nor knowingly ignore (blocks >= used are the unused last block).
     skipped = tuple(f"visual.transformer.{i}." for i in range(used, total))
-    unexpected = [k for k in raw if k not in set(names.values())
-                  and not k.startswith(_IGNORED_PREFIXES + skipped)]
+    used_keys = set(names.values())
+    unexpected = [k for k in raw if k not in used_keys and not k.startswith(_IGNORED_PREFIXES + skipped)]
     del raw  # drop the (memory-mapped) text tower before building the model
 
     model = build_on_meta(lambda: CLIPVisionModel(_vision_config(a)))

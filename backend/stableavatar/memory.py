@@ -18,7 +18,7 @@ FP8_SKIP = ("modulation", "norm", "patch_embedding", "time_embedding", "time_pro
 
 
 def place_transformer(dit, mode: str, device: torch.device, dtype: torch.dtype):
-    dit = dit.to(dtype=dtype).eval().requires_grad_(False)
+    dit = dit.eval().requires_grad_(False)  # from_official already cast (keeping the time MLPs in fp32)
     if mode == "full" or device.type == "cpu" and mode != "fp8":
         return dit.to(device)
     if mode == "model_offload":

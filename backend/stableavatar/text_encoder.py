@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError
-from .vae import assign_state_dict, build_on_meta, read_state_dict
+from .weights import assign_state_dict, build_on_meta, read_state_dict
 
 TEXT_LEN = 512
 

@@ -1,20 +1,18 @@
 """Wan2.1 causal video VAE: stock `diffusers.AutoencoderKLWan` loaded from the official `Wan2.1_VAE.pth`.
 
-Also hosts the small checkpoint-reading helpers shared by the component loaders (image_encoder, text_encoder):
-safe pickle reading, key/shape checking with a one-line CheckpointError, and meta-device construction.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
-import pickle
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .errors import CheckpointError
+from .weights import assign_state_dict, build_on_meta, read_state_dict
 
 # Official per-channel latent statistics (wan_vae.py L629-639, spec §11.4).
 LATENT_MEAN: list[float] = [
@@ -27,100 +25,6 @@ LATENT_STD: list[float] = [
 ]
 
 REAL_VAE_BASE_DIM = 96
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Checkpoint helpers shared by the component loaders
-# --------------------------------------------------------------------------------------------------------------------
-
-def _hint(path: Path) -> str:
-    return f"re-download {path.name} from the official release and check the model folder layout"
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a plain tensor dict from a `.pth/.pt` pickle (weights_only, never arbitrary code) or `.safetensors`.
-
-    Any failure (missing, truncated, not a tensor dict, a pickle with custom objects) becomes a CheckpointError.
-    Pickles are memory-mapped when possible so tensors that are never used (e.g. the CLIP text tower) are not read.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}", _hint(path))
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path), device="cpu")
-        else:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as e:  # legacy (non-zip) pickles cannot be memory-mapped
-                if "mmap" not in str(e):
-                    raise
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"cannot read checkpoint {path.name}: it holds non-tensor objects, refused by the "
-                              f"safe weights-only loader", _hint(path)) from e
-    except Exception as e:  # noqa: BLE001 - every reader error means "unusable file"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"cannot read checkpoint {path.name} (damaged or not a checkpoint): "
-                              f"{type(e).__name__}: {first[:160]}", _hint(path)) from e
-    if isinstance(sd, dict) and set(sd) == {"state_dict"} and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"checkpoint {path.name} is not a plain dict of tensors ({type(sd).__name__})",
-                              _hint(path))
-    return sd
-
-
-def _few(keys: Iterable[str], n: int = 5) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
-
-
-def check_keys(path: str | Path, missing: Iterable[str], unexpected: Iterable[str],
-               mismatched: Iterable[str] = ()) -> None:
-    """Raise a one-line CheckpointError naming up to 5 missing / unexpected / wrongly shaped keys, if any."""
-    missing, unexpected, mismatched = sorted(set(missing)), sorted(set(unexpected)), sorted(set(mismatched))
-    if not (missing or unexpected or mismatched):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s): {_few(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
-    if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatch(es): {_few(mismatched, 3)}")
-    path = Path(path)
-    raise CheckpointError(f"{path.name} does not match the expected model: " + "; ".join(parts),
-                          _hint(path) + " (tiny test trees need their arch.json)")
-
-
-def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
-    """Construct a module without allocating or randomly initialising its weights (they are assigned later)."""
-    with torch.device("meta"):
-        return factory()
-
-
-def assign_state_dict(model: nn.Module, sd: dict[str, Tensor], path: str | Path,
-                      name_of: Callable[[str], str] = lambda k: k, unexpected: Iterable[str] = (),
-                      rebuild_buffers: Callable[[nn.Module], None] | None = None) -> None:
-    """Strictly load `sd` (model key names) into a meta-built `model` by assignment (no second copy of the weights).
-
-    Errors are reported with `name_of(model_key)`, i.e. in the checkpoint's own naming; `unexpected` adds checkpoint
-    keys the caller's conversion left out; `rebuild_buffers` recreates non-persistent buffers (not in any state dict).
-    """
-    expected = model.state_dict()
-    missing = [name_of(k) for k in expected if k not in sd]
-    unexpected = [*unexpected, *(name_of(k) for k in sd if k not in expected)]
-    mismatched = [f"{name_of(k)} {tuple(sd[k].shape)} vs {tuple(v.shape)}"
-                  for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    check_keys(path, missing, unexpected, mismatched)
-    model.load_state_dict(sd, strict=True, assign=True)
-    if rebuild_buffers is not None:
-        rebuild_buffers(model)
-    left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
-    if left:  # a non-persistent buffer that the caller must rebuild: a bug, not a user error
-        raise RuntimeError(f"tensors left on the meta device after loading: {left[:5]}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,19 +140,21 @@ class WanVAE:
         """
         if latents.dim() != 5 or latents.shape[0] != 1:
             raise ValueError(f"decode_stream expects latents [1,C,T,h,w], got {tuple(latents.shape)}")
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
         model = self.model
-        if model.use_tiling:
-            raise RuntimeError("VAE tiling changes results; keep it disabled")
+        if model.config.patch_size is not None or model.use_tiling:
+            raise RuntimeError("decode_stream supports the Wan2.1 VAE without tiling (tiling changes results)")
         mean, inv_std = self._scale()
         # `z / (1/std) + mean` reproduces the official decode exactly (`z * std + mean` differs ~2e-6).
         z = latents.to(self.device, self.dtype) / inv_std + mean
-        x = model.post_quant_conv(z)  # 1x1x1 conv: cheap, and per-frame application would change rounding
-        feat_cache = [None] * model._cached_conv_counts["decoder"]
+        x = model.post_quant_conv(z)  # whole sequence, as _decode does (a 1x1x1 conv: same size as the latents)
+        feat_cache = [None] * sum(isinstance(m, WanCausalConv3d) for m in model.decoder.modules())
+        first = {"first_chunk": True} if "first_chunk" in inspect.signature(model.decoder.forward).parameters else {}
         for i in range(x.shape[2]):
-            out = model.decoder(x[:, :, i:i + 1], feat_cache=feat_cache, feat_idx=[0], first_chunk=(i == 0))
-            if model.config.patch_size is not None:
-                from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-                out = unpatchify(out, patch_size=model.config.patch_size)
+            # feat_idx restarts at 0 per chunk; feat_cache carries the last frames of every causal conv forward.
+            out = model.decoder(x[:, :, i:i + 1], feat_cache=feat_cache, feat_idx=[0], **(first if i == 0 else {}))
+            # Wan2.1 has no patch_size (that is Wan2.2), so no unpatchify here.
             yield out.clamp(-1.0, 1.0)[0].float().cpu()
 
     def decode(self, latents: Tensor) -> Tensor:

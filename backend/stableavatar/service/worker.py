@@ -244,20 +244,22 @@ class Worker:
             try:
                 result = runner.run(self.engine, job.jd, job.req, self.emit, lambda: job.cancel or self.stopping,
                                     checkpoint_interval_s=self.args.checkpoint_interval, fault=job.fault)
-                self.emit(runner.done_message(job.id, job.jd, result))
+                final = runner.done_message(job.id, job.jd, result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an event; the worker lives on
-                self.report(job, exc)
+                final = self.report(job, exc)
             finally:
                 job.lock.release()
                 with self._cv:
                     self.running = None
+        self.emit(final)  # last: a client reacting to it finds the job dir unlocked and the worker idle
 
-    def report(self, job: Job, exc: BaseException) -> None:
+    def report(self, job: Job, exc: BaseException) -> dict:
+        """The terminal message for a job that did not finish."""
+        resumable = job.jd.has_checkpoint()
         if isinstance(exc, CancelledError):
             reason = "cancel" if job.cancel else "shutdown"
             log.info("job %s: cancelled (%s)", job.id, reason)
-            self.emit(protocol.message("cancelled", id=job.id, resumable=job.jd.has_checkpoint(), reason=reason))
-            return
+            return protocol.message("cancelled", id=job.id, resumable=resumable, reason=reason)
         if oom.is_oom(exc):
             path = self._write_traceback(job.jd)
             log.error("job %s: out of memory: %s", job.id, exc)
@@ -266,21 +268,17 @@ class Worker:
             oom.release()
             p = job.req["params"]
             mode = self.args.memory_mode
-            self.emit(protocol.error("out_of_memory", f"out of memory at {p['width']}x{p['height']} in memory "
-                                     f"mode {mode}", id=job.id, hint=oom.hint(mode, p["width"], p["height"]),
-                                     traceback=path, suggest=oom.suggestion(mode, p["width"], p["height"]),
-                                     resumable=job.jd.has_checkpoint()))
-            return
+            return protocol.error("out_of_memory", f"out of memory at {p['width']}x{p['height']} in memory mode "
+                                  f"{mode}", id=job.id, hint=oom.hint(mode, p["width"], p["height"]),
+                                  traceback=path, suggest=oom.suggestion(mode, p["width"], p["height"]),
+                                  resumable=resumable)
         if isinstance(exc, StableAvatarError):
             log.error("job %s: %s (%s)", job.id, exc.message, exc.category)
-            self.emit(protocol.error(exc.category, exc.message, id=job.id, hint=exc.hint,
-                                     resumable=job.jd.has_checkpoint()))
-            return
+            return protocol.error(exc.category, exc.message, id=job.id, hint=exc.hint, resumable=resumable)
         path = self._write_traceback(job.jd)
         log.error("job %s: internal error", job.id, exc_info=exc)
-        self.emit(protocol.error("internal", f"{type(exc).__name__}: {exc}", id=job.id, traceback=path,
-                                 hint=f"this is a bug; please report it with {path}",
-                                 resumable=job.jd.has_checkpoint()))
+        return protocol.error("internal", f"{type(exc).__name__}: {exc}", id=job.id, traceback=path,
+                              hint=f"this is a bug; please report it with {path}", resumable=resumable)
 
     def _write_traceback(self, jd: JobDir | None) -> str | None:
         text = traceback.format_exc()

@@ -1,0 +1,56 @@
+"""Both guidance modes: the three batched branches receive exactly the inputs docs/guidance.md defines, and the
+velocities combine with the documented formula."""
+import pytest
+import torch
+
+from stableavatar.engine import Engine
+from stableavatar.guidance import combine
+from stableavatar.params import GenerationParams
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_tree):
+    return Engine.load(tiny_tree, device="cpu", dtype="float32")
+
+
+def capture_first_call(engine, parity_dir, clip, tmp_path, **kw):
+    params = GenerationParams(width=64, height=64, steps=1, prompt="The protagonist is talking", **kw)
+    dit = engine.dit_for(params)
+    seen = {}
+
+    def hook(module, args, kwargs):
+        if not seen:
+            names = ["x", "t", "context", "clip_fea", "y", "audio_features", "audio_index"]
+            seen.update(dict(zip(names, args)), **kwargs)
+
+    handle = dit.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        engine.generate(parity_dir / "inputs" / "reference.png", clip, tmp_path / "out", params)
+    finally:
+        handle.remove()
+    text = engine._text_cache
+    ids = ["pos" if torch.equal(c, text[params.prompt]) else "neg" if torch.equal(c, text[params.negative_prompt])
+           else "?" for c in seen["context"]]
+    feats = seen["audio_features"]
+    rows = ["zero" if not feats[k].any() else "audio" for k in range(len(feats))]
+    branch_audio = [None if i is None else rows[i] for i in seen["audio_index"]]
+    return ids, branch_audio, seen
+
+
+@pytest.mark.parametrize("guidance,compat,want_text,want_audio", [
+    ("official", "official", ["neg", "neg", "pos"], [None, "audio", "audio"]),   # released: zeros after the adapter
+    ("official", "fixed", ["neg", "neg", "pos"], ["zero", "audio", "audio"]),    # fixed: zero features before it
+    ("audio-native", "fixed", ["neg", "pos", "pos"], [None, "zero", "audio"]),
+    ("audio-native", "official", ["neg", "pos", "pos"], [None, "zero", "audio"]),
+])
+def test_branch_inputs(guidance, compat, want_text, want_audio, engine, parity_dir, tmp_path):
+    text, audio, seen = capture_first_call(engine, parity_dir, parity_dir / "inputs" / "audio.wav", tmp_path,
+                                           guidance=guidance, compat=compat)
+    assert (text, audio) == (want_text, want_audio)
+    assert seen["x"].shape[0] == 3  # the three branches go through one batched forward
+
+
+def test_combination_formulas():
+    u, d, c = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)
+    assert combine("official", u, d, c, text_scale=3, audio_scale=5) == 1 + 5 * (2 - 1) + 3 * (4 - 2)
+    assert combine("audio-native", u, d, c, text_scale=3, audio_scale=5) == 1 + 3 * (2 - 1) + 5 * (4 - 2)
