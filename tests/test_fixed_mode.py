@@ -64,7 +64,7 @@ def zero_decode(tiny_tree):
     arch = json.loads((tiny_tree / "arch.json").read_text())
     vae = load_vae(tiny_tree / "Wan2.1-Fun-V1.1-1.3B-InP" / "Wan2.1_VAE.pth", arch["vae"])
     with torch.no_grad():
-        x = vae.decode(torch.zeros(1, 16, 21, 8, 8))
+        x = vae.decode(torch.zeros(1, 16, 25, 8, 8))
     return ((x[0].float() / 2 + 0.5).clamp(0, 1) * 255).permute(1, 2, 3, 0).numpy().astype(np.uint8)
 
 
