@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError
+from .weights import ModelHolder
 
 SAMPLE_RATE = 16000
 
@@ -71,25 +72,10 @@ def load_audio_encoder(folder, device="cpu", dtype=torch.float32) -> "AudioEncod
     return AudioEncoder(model, extractor).to(device)
 
 
-class AudioEncoder:
+class AudioEncoder(ModelHolder):
     def __init__(self, model, extractor):
         self.model = model
         self.extractor = extractor
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device) -> "AudioEncoder":
-        self.model.to(device)
-        return self
-
-    def release(self) -> None:
-        self.model = None
 
     def normalise(self, waveform: np.ndarray) -> Tensor:
         """16 kHz mono samples -> input values [1, N] float32: per-call (x - mean) / sqrt(var + 1e-7), as the

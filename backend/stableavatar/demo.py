@@ -30,7 +30,7 @@ def run_demo(args) -> Path:
         tree_root, tiny = TINY_TREE, True
     if tiny:
         warn_tiny(tree_root)
-        params = GenerationParams(width=256, height=256, steps=4, seed=42, prompt="The protagonist is talking")
+        params = GenerationParams(width=192, height=192, steps=4, seed=42, prompt="The protagonist is talking")
         seconds = args.seconds or 8.0
     else:
         params = GenerationParams(width=512, height=512, steps=50, seed=42, prompt="The protagonist is talking")

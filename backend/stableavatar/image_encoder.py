@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import assign_state_dict, build_on_meta, read_state_dict
+from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -111,27 +111,12 @@ def load_image_encoder(path, arch: dict | None, device="cpu", dtype=torch.float3
     return ImageEncoder(model, a["mean"], a["std"], int(a["image_size"])).to(device)
 
 
-class ImageEncoder:
+class ImageEncoder(ModelHolder):
     def __init__(self, model, mean, std, image_size: int = 224):
         self.model = model
         self.image_size = image_size
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device) -> "ImageEncoder":
-        self.model.to(device)
-        return self
-
-    def release(self) -> None:
-        self.model = None
 
     def preprocess(self, image: Tensor) -> Tensor:
         """[1,3,H,W] or [3,1,H,W] in [-1,1] -> [1,3,224,224] normalised pixel values.

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError
-from .weights import assign_state_dict, build_on_meta, read_state_dict
+from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
 
 TEXT_LEN = 512
 
@@ -99,26 +99,11 @@ def load_text_encoder(path, tokenizer_dir, arch: dict | None, device="cpu", dtyp
     return TextEncoder(model, tokenizer, int(a.get("text_length", TEXT_LEN))).to(device)
 
 
-class TextEncoder:
+class TextEncoder(ModelHolder):
     def __init__(self, model, tokenizer, text_len: int = TEXT_LEN):
         self.model = model
         self.tokenizer = tokenizer
         self.text_len = text_len
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device) -> "TextEncoder":
-        self.model.to(device)
-        return self
-
-    def release(self) -> None:
-        self.model = None
 
     def tokenize(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """-> (ids, mask), both [N, 512] int64. The official pipeline does no prompt cleaning."""

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from .weights import assign_state_dict, build_on_meta, read_state_dict
+from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
 
 # Official per-channel latent statistics (wan_vae.py L629-639, spec §11.4).
 LATENT_MEAN: list[float] = [
@@ -90,28 +90,13 @@ def load_vae(path, arch: dict | None, device="cpu", dtype=torch.float32) -> "Wan
     return WanVAE(model, cfg["latents_mean"], cfg["latents_std"]).to(device)
 
 
-class WanVAE:
+class WanVAE(ModelHolder):
     """Normalised-latent interface of the official wrapper (`scale = [mean, 1/std]`) around AutoencoderKLWan."""
 
     def __init__(self, model, latent_mean: list[float], latent_std: list[float]):
         self.model = model
         self._mean = torch.tensor(latent_mean, dtype=torch.float32)
         self._std = torch.tensor(latent_std, dtype=torch.float32)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device) -> "WanVAE":
-        self.model.to(device)
-        return self
-
-    def release(self) -> None:
-        self.model = None
 
     def _scale(self) -> tuple[Tensor, Tensor]:
         # Same tensors as the official wrapper: mean and 1/std computed in the model dtype, shaped [1, C, 1, 1, 1].

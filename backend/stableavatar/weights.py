@@ -107,3 +107,23 @@ def assign_state_dict(model: nn.Module, sd: dict[str, Tensor], path: str | Path,
     left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if left:  # a non-persistent buffer that the caller must rebuild: a bug, not a user error
         raise RuntimeError(f"tensors left on the meta device after loading: {left[:5]}")
+
+
+class ModelHolder:
+    """Plumbing shared by the component wrappers: where the wrapped model lives, moving it, dropping it."""
+    model: nn.Module | None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def release(self) -> None:
+        self.model = None

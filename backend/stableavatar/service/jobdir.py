@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ class JobLock:
         return self._fd is not None
 
     def __enter__(self):
-        return self.acquire()
+        return self if self.held else self.acquire()
 
     def __exit__(self, *exc):
         self.release()
@@ -177,6 +178,17 @@ class JobDir:
 
     def has_checkpoint(self) -> bool:
         return self.state.is_file()
+
+    def checkpoint_meta(self) -> dict:
+        """The metadata of state.safetensors (step, fingerprint), read from its JSON header: cheap, no torch.
+        Empty when there is no readable checkpoint."""
+        try:
+            with open(self.state, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                meta = json.loads(f.read(min(n, 1 << 20)))["__metadata__"]
+            return meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError, KeyError, TypeError, struct.error):
+            return {}
 
     def read_request(self) -> dict:
         try:

@@ -28,9 +28,12 @@ class ProtocolError(Exception):
 
     category = "bad_request"
 
-    def __init__(self, message: str, hint: str | None = None, op: str | None = None, id: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, op: str | None = None, id: str | None = None,
+                 ref: str | None = None):
         super().__init__(message)
-        self.message, self.hint, self.op, self.id = message, hint, op, id
+        # id: the job this error decides (a rejected submit); ref: an id the request named but whose job is
+        # unaffected (cancel of an unknown id) - a client must not mark that job failed.
+        self.message, self.hint, self.op, self.id, self.ref = message, hint, op, id, ref
 
 
 class LineTooLong:
@@ -81,14 +84,15 @@ def decode(raw: bytes) -> dict:
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
     op = obj.get("op")
-    job_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    named = obj.get("id") if isinstance(obj.get("id"), str) else None
+    job_id = named if op == "submit" else None
     if "protocol" in obj and obj["protocol"] != PROTOCOL:
         raise ProtocolError(f"unsupported protocol version {obj['protocol']!r}", op=op if isinstance(op, str) else None,
                             hint=f"this worker speaks protocol {PROTOCOL}")
     if not isinstance(op, str):
         raise ProtocolError("missing field 'op'", hint=f"ops: {', '.join(REQUIRED)}")
     if op not in REQUIRED:
-        raise ProtocolError(f"unknown op {op!r}", hint=f"ops: {', '.join(REQUIRED)}", op=op, id=job_id)
+        raise ProtocolError(f"unknown op {op!r}", hint=f"ops: {', '.join(REQUIRED)}", op=op, ref=named)
     for name, typ in REQUIRED[op].items():
         if name not in obj or obj[name] is None:
             raise ProtocolError(f"{op}: missing field {name!r}", op=op, id=job_id)

@@ -31,7 +31,8 @@ class _Printer:
             return
         if msg["type"] != "progress":
             return
-        key = (msg["phase"], msg["step"], msg["window"])
+        tenths = 10 * (msg.get("frames_written") or 0) // max(1, msg.get("frames_total") or 1)
+        key = (msg["phase"], msg["step"], msg["window"], tenths)
         if key == self._last:
             return
         self._last = key
@@ -40,6 +41,8 @@ class _Printer:
             parts.append(f"step {msg['step']}/{msg['steps']}")
         if msg.get("windows"):
             parts.append(f"window {msg['window']}/{msg['windows']}")
+        if msg["phase"] in ("decode", "mux") and msg.get("frames_total"):
+            parts.append(f"frames {msg['frames_written']}/{msg['frames_total']}")
         if msg.get("fraction") is not None:
             parts.append(f"{100 * msg['fraction']:.0f}%")
         if msg.get("eta_s") is not None:

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Callable
 
-from ..errors import CancelledError
+from ..errors import CancelledError, UserInputError
 from ..params import GenerationParams
 from . import protocol
 from .jobdir import JobDir
@@ -63,7 +63,12 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
         if state.step < params.steps and checkpoint_interval_s and now - last_save[0] < checkpoint_interval_s:
             return  # bounded interval for huge jobs; the final step is always saved
         t0 = time.perf_counter()
-        state.save(jd.state)
+        try:
+            state.save(jd.state)
+        except OSError as exc:  # disk full, folder gone, permissions: the previous checkpoint is still whole
+            raise UserInputError(f"cannot write the checkpoint {jd.state}: {exc.strerror or exc}",
+                                 hint="free disk space (or fix the folder) and submit the job directory again; "
+                                      "it continues from the last checkpoint written") from exc
         stats.saves += 1
         stats.seconds += time.perf_counter() - t0
         stats.bytes = jd.state.stat().st_size
@@ -87,9 +92,12 @@ def done_message(job_id: str, jd: JobDir, result) -> dict:
 
 def _fault_step(fault: str | None, kind: str) -> int | None:
     """Test-only fault injection ("oom@2"): the worker accepts it only with STABLEAVATAR_SERVICE_FAULTS=1."""
-    if not fault or not fault.startswith(kind + "@"):
+    if not isinstance(fault, str) or not fault.startswith(kind + "@"):
         return None
-    return int(fault.split("@", 1)[1])
+    try:
+        return int(fault.split("@", 1)[1])
+    except ValueError:
+        return None
 
 
 def _raise_injected_oom():

@@ -110,8 +110,10 @@ class Worker:
                    "searched": getattr(exc, "searched", None) or _searched(a.checkpoints)}
         weights["error"] = str(exc) if exc else None
         weights["hint"] = getattr(exc, "hint", None)
+        engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
+                        "hint": getattr(exc, "hint", None)} if exc else None
         return protocol.message("ready", versions=_versions(), device=a.device, dtype=a.dtype, gpu=_gpu(),
-                                weights=weights, memory_mode=a.memory_mode, **fields)
+                                weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
 
     def worker_settings(self) -> dict:
         a = self.args
@@ -141,7 +143,8 @@ class Worker:
                 cmd = protocol.decode(raw)
                 getattr(self, "op_" + cmd["op"])(cmd)
             except protocol.ProtocolError as exc:
-                self.emit(protocol.error(exc.category, exc.message, id=exc.id, hint=exc.hint, op=exc.op))
+                self.emit(protocol.error(exc.category, exc.message, id=exc.id, hint=exc.hint, op=exc.op,
+                                         **({"ref": exc.ref} if exc.ref else {})))
             except StableAvatarError as exc:
                 self.emit(protocol.error(exc.category, exc.message, id=_cmd_id(cmd), hint=exc.hint,
                                          op=cmd and cmd.get("op")))
@@ -156,7 +159,7 @@ class Worker:
         with self._cv:
             self.emit(protocol.message("status", running=self.running.id if self.running else None,
                                        queue=[j.id for j in self.queue],
-                                       progress=self.last_progress if self.running else None,
+                                       progress=_strip(self.last_progress) if self.running else None,
                                        memory_mode=self.args.memory_mode, engine_loaded=self.engine is not None))
 
     def op_shutdown(self, cmd) -> None:
@@ -172,21 +175,23 @@ class Worker:
             job = next((j for j in self.queue if j.id == job_id), None)
             if job is None:
                 raise protocol.ProtocolError(f"cancel: no running or queued job with id {job_id!r}", op="cancel",
-                                             id=job_id)
+                                             ref=job_id, hint="it may have finished already")
             self.queue.remove(job)
         job.lock.release()
         self.emit(protocol.message("cancelled", id=job_id, resumable=job.jd.has_checkpoint(), reason="cancel"))
 
     def op_submit(self, cmd) -> None:
         if self.stopping:
-            raise StableAvatarError("the worker is shutting down")
+            err = StableAvatarError("the worker is shutting down", hint="start a new worker and submit again")
+            err.category = "busy"
+            raise err
         job_id = cmd.get("id") or f"job-{uuid.uuid4().hex[:10]}"
         jd = JobDir(cmd["job_dir"])
         with self._cv:
             active = ([self.running] if self.running else []) + list(self.queue)
         if any(j.id == job_id for j in active):
             raise protocol.ProtocolError(f"submit: a job with id {job_id!r} is already queued or running",
-                                         op="submit", id=job_id)
+                                         op="submit", ref=job_id)  # not id: that job is unaffected
         for j in active:
             if j.jd.path == jd.path:
                 err = JobLockedError(jd.path, os.getpid())
@@ -209,10 +214,20 @@ class Worker:
             params = stored["params"] if params is None else params
         params = _normalise_params(params or {})
         engine = self.ensure_engine()
-        engine.check_inputs(image, audio, GenerationParams.from_dict(params))
+        prepared = engine.check_inputs(image, audio, GenerationParams.from_dict(params))
         lock = jd.lock()
         try:
             req, resumed = jd.prepare_request(image, audio, params, job_id, self.worker_settings())
+            meta = jd.checkpoint_meta() if resumed else {}
+            stored = meta.get("fingerprint")
+            if stored and getattr(prepared, "fingerprint", stored) != stored:
+                # same inputs and params, other weights/dtype: fail now, not after the job reaches the queue head
+                was = req.get("worker") or {}
+                raise UserInputError(
+                    f"the checkpoint in {jd.path} was made by a worker with other settings",
+                    hint=f"resume it with a worker started like the original (dtype {was.get('dtype')}, "
+                         f"transformer {was.get('transformer') or 'default'}), or delete "
+                         f"{jd.state.name} to start over")
         except BaseException:
             lock.release()
             raise
@@ -222,7 +237,7 @@ class Worker:
             position = (1 if self.running else 0) + len(self.queue)
             # emitted before the job is visible to the main thread, so `accepted` precedes its progress
             self.emit(protocol.message("accepted", id=job_id, job_dir=str(jd.path), position=position,
-                                       resumed=resumed))
+                                       resumed=resumed, from_step=_int(meta.get("step")) if resumed else None))
             self.queue.append(job)
             self._cv.notify_all()
         log.info("job %s: accepted (%s, position %d, resumed=%s)", job_id, jd.path, position, resumed)
@@ -329,8 +344,21 @@ def _normalise_params(params: dict) -> dict:
     return p
 
 
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _strip(msg: dict | None) -> dict | None:
+    return None if msg is None else {k: v for k, v in msg.items() if k not in ("protocol", "type")}
+
+
 def _cmd_id(cmd) -> str | None:
-    return cmd.get("id") if isinstance(cmd, dict) and isinstance(cmd.get("id"), str) else None
+    """The job a failed request decides: only a submit's own id (a failed cancel leaves its job alone)."""
+    ok = isinstance(cmd, dict) and cmd.get("op") == "submit" and isinstance(cmd.get("id"), str)
+    return cmd["id"] if ok else None
 
 
 def _searched(checkpoints) -> list[str]:
@@ -351,6 +379,11 @@ def _versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    try:
+        import torch
+        out["cuda"] = torch.version.cuda
+    except ImportError:
+        out["cuda"] = None
     return out
 
 
