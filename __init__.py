@@ -21,6 +21,12 @@ def _on_load_post(*_args):
     runtime.ensure_timer()
 
 
+def _reattach_once():
+    """Enabling the extension with a file already open: pick up its jobs (bpy.data is off-limits in register)."""
+    runtime.reattach()
+    return None
+
+
 def _at_exit():
     runtime.stop_backend(timeout=5.0, settle=False)
 
@@ -32,9 +38,12 @@ def register():
     bpy.app.handlers.load_post.append(_on_load_post)
     atexit.register(_at_exit)
     runtime.ensure_timer()
+    bpy.app.timers.register(_reattach_once, first_interval=0.5)
 
 
 def unregister():
+    if bpy.app.timers.is_registered(_reattach_once):
+        bpy.app.timers.unregister(_reattach_once)
     runtime.remove_timer()
     runtime.stop_backend(timeout=5.0, settle=False)
     atexit.unregister(_at_exit)

@@ -13,6 +13,11 @@ import os
 from .audio_range import StripTiming
 
 
+def sequencer_scene(context):
+    """5.0+: the scene the sequencer shows may differ from the window's scene."""
+    return getattr(context, "sequencer_scene", None) or context.scene
+
+
 def top_strips(se):
     """The editable top-level strip collection (has new_image/new_sound/remove)."""
     strips = getattr(se, "strips", None)
@@ -113,3 +118,12 @@ def set_video_output(scene):
     ff.audio_codec = "AAC"
     ff.audio_channels = "STEREO"
     ff.audio_mixrate = 48000
+
+
+def new_effect_strip(se, name: str, kind: str, channel: int, frame_start: int, frame_end: int):
+    """new_effect took `frame_end` up to 4.5 and takes `length` from 5.0."""
+    fn = top_strips(se).new_effect
+    try:
+        return fn(name=name, type=kind, channel=channel, frame_start=frame_start, length=frame_end - frame_start)
+    except TypeError:
+        return fn(name=name, type=kind, channel=channel, frame_start=frame_start, frame_end=frame_end)

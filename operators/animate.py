@@ -122,8 +122,9 @@ def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
 
 # ---------------------------------------------------------------- queueing
 
-def queue_shot(context, scene, shot: Shot) -> tuple[object, str | None]:
-    """Prepare inputs and submit one job; returns (job row, error or None). The row exists either way."""
+def queue_shot(context, scene, shot: Shot, audio_mode: str = "") -> tuple[object, str | None]:
+    """Prepare inputs and submit one job; returns (job row, error or None). The row exists either way.
+    audio_mode: STRIP or MIXDOWN (default: the panel's setting)."""
     settings = scene.stableavatar
     job_id = jobmodel.new_job_id()
     job_dir = os.path.join(runtime.jobs_root(), job_id)
@@ -136,7 +137,7 @@ def queue_shot(context, scene, shot: Shot) -> tuple[object, str | None]:
     settings.active_job = len(settings.jobs) - 1
     try:
         wav = os.path.join(job_dir, "audio.wav")
-        samples = write_shot_audio(scene, shot, settings.audio_source, wav)
+        samples = write_shot_audio(scene, shot, audio_mode or settings.audio_source, wav)
         still = prepare_still(context, scene, settings, shot, job_dir)
     except (JobInputError, audio.AudioError, OSError) as exc:
         runtime.set_error(job, str(exc))
@@ -199,7 +200,8 @@ def _report_results(op, results) -> set[str]:
 
 
 def _has_sound(context) -> bool:
-    se = context.scene.sequence_editor if context.scene else None
+    scene = compat.sequencer_scene(context)
+    se = scene.sequence_editor if scene else None
     return se is not None and any(s.type == "SOUND" for s in compat.all_strips(se))
 
 
@@ -211,19 +213,20 @@ class STABLEAVATAR_OT_animate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        se = context.scene.sequence_editor if context.scene else None
+        scene = compat.sequencer_scene(context)
+        se = scene.sequence_editor if scene else None
         strip = se.active_strip if se else None
         return strip is not None and strip.type == "SOUND"
 
     def invoke(self, context, event):
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         settings = scene.stableavatar
         if settings.audio_source == "STRIP" and overlapping_audible(scene, scene.sequence_editor.active_strip):
             return context.window_manager.invoke_props_dialog(self, width=420)
         return self.execute(context)
 
     def draw(self, context):
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         names = overlapping_audible(scene, scene.sequence_editor.active_strip)
         col = self.layout.column()
         col.label(text="Other audio plays at the same time: " + ", ".join(names[:4]), icon="ERROR")
@@ -231,7 +234,7 @@ class STABLEAVATAR_OT_animate(bpy.types.Operator):
         col.prop(scene.stableavatar, "audio_source", expand=True)
 
     def execute(self, context):
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         strip = scene.sequence_editor.active_strip
         if scene.stableavatar.audio_source == "STRIP":
             others = overlapping_audible(scene, strip)
@@ -254,7 +257,7 @@ class STABLEAVATAR_OT_animate_selected(bpy.types.Operator):
         return _has_sound(context)
 
     def execute(self, context):
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         strips = sorted((s for s in compat.all_strips(scene.sequence_editor) if s.select and s.type == "SOUND"),
                         key=compat.left)
         if not strips:
@@ -272,21 +275,18 @@ class STABLEAVATAR_OT_animate_shots(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and context.scene.sequence_editor is not None
+        scene = compat.sequencer_scene(context)
+        return scene is not None and scene.sequence_editor is not None
 
     def execute(self, context):
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         settings = scene.stableavatar
         shots = scene_strip_shots(scene) if settings.shots_from == "SCENE_STRIPS" else camera_marker_shots(scene)
         if not shots:
             self.report({"ERROR"}, "no shots: add scene strips, or markers bound to cameras")
             return {"CANCELLED"}
-        saved = settings.audio_source
-        settings.audio_source = "MIXDOWN"  # a shot has no single sound strip: everything heard under it
-        try:
-            return _report_results(self, [queue_shot(context, scene, shot) for shot in shots])
-        finally:
-            settings.audio_source = saved
+        # a shot has no single sound strip: send everything heard under it
+        return _report_results(self, [queue_shot(context, scene, shot, "MIXDOWN") for shot in shots])
 
 
 classes = (STABLEAVATAR_OT_animate, STABLEAVATAR_OT_animate_selected, STABLEAVATAR_OT_animate_shots)

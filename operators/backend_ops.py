@@ -132,13 +132,17 @@ class STABLEAVATAR_OT_check_backend(bpy.types.Operator):
     bl_label = "Check Backend"
 
     def execute(self, context):
+        running = runtime.SESSION.client is not None and runtime.SESSION.client.alive
         try:
             runtime.ensure_client()
         except runtime.BackendConfigError as exc:
             prefs().backend_report = str(exc)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        prefs().backend_report = "starting the backend..."
+        if running and runtime.SESSION.info is not None:
+            prefs().backend_report = runtime.format_report(runtime.SESSION.info) + "\n(already running)"
+        else:
+            prefs().backend_report = "starting the backend..."  # the tick fills in its ready report
         return {"FINISHED"}
 
 

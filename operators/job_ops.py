@@ -1,5 +1,4 @@
 """Per-job buttons: cancel, retry, re-import, open folder, copy error, remove row."""
-from __future__ import annotations
 
 import os
 

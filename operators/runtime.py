@@ -19,7 +19,7 @@ from ..ui.props import ADDON_ID, prefs
 
 TICK_BUSY_S = 0.1
 TICK_IDLE_S = 0.5
-CANCEL_GRACE_S = 5.0
+CANCEL_GRACE_S = 20.0  # protocol: cancel lands within one denoising step; then kill
 TAG_JOB = "stableavatar_job"
 TAG_SOURCE = "stableavatar_source"
 
@@ -38,6 +38,16 @@ class Session:
         self.info: dict | None = None          # the last `ready` message
         self.last_error: str = ""              # the last error not about a job
         self.in_tick = False
+        self.pending: list[dict] = []          # events taken off the queue by wait(), handled first
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the backend sends something (or timeout); tests use it to drive tick() without
+        sleeping blindly. Returns whether an event arrived."""
+        try:
+            self.pending.append(self.events.get(timeout=timeout))
+            return True
+        except queue.Empty:
+            return False
 
 
 SESSION = Session()
@@ -72,12 +82,26 @@ def log_path() -> str:
 
 
 def ensure_client() -> BackendClient:
-    """The running backend, started on first use from the preferences."""
-    if SESSION.client is not None and SESSION.client.alive:
-        return SESSION.client
-    if SESSION.client is not None:  # died and its exit event not handled yet: settle its jobs first
+    """The running backend, started on first use from the preferences (and restarted when they changed,
+    once it has no jobs)."""
+    argv = _argv_from_prefs()
+    client = SESSION.client
+    if client is not None and client.alive:
+        if client.argv == argv or SESSION.sent:
+            return client
+        stop_backend(settle=False)  # idle, and the preferences changed: start over with the new ones
+    elif client is not None:  # died and its exit event not handled yet: settle its jobs first
         from ..blender_addon.client import tail
-        _backend_exited({"returncode": SESSION.client.proc.returncode, "log_tail": tail(log_path())})
+        _backend_exited({"returncode": client.proc.returncode, "log_tail": tail(log_path())})
+    SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
+    SESSION.sent = set()
+    SESSION.info = None
+    SESSION.last_error = ""
+    ensure_timer()
+    return SESSION.client
+
+
+def _argv_from_prefs() -> list[str]:
     p = prefs()
     python = backend_python()
     if not os.path.isfile(python):
@@ -87,13 +111,8 @@ def ensure_client() -> BackendClient:
     if not checkpoints or not os.path.isdir(checkpoints):
         raise BackendConfigError(f"checkpoints folder not found: {checkpoints!r}. Set it in the preferences, "
                                  "or press Download Weights")
-    argv = backend_command(python, checkpoints, p.device, p.dtype, p.memory_mode, user_dir("logs"))
-    SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
-    SESSION.sent = set()
-    SESSION.info = None
-    SESSION.last_error = ""
-    ensure_timer()
-    return SESSION.client
+    return backend_command(python, checkpoints, p.device, "" if p.dtype == "AUTO" else p.dtype,
+                           "" if p.memory_mode == "AUTO" else p.memory_mode, user_dir("logs"))
 
 
 def stop_backend(timeout: float = 5.0, settle: bool = True):
@@ -143,11 +162,10 @@ def submit(job, record: jobmodel.JobRecord | None = None) -> bool:
         ok = client.submit(record.id, record.job_dir, record.image, record.audio, record.params)
     else:
         ok = client.submit(job.job_id, job.job_dir)
-    if ok:
-        SESSION.sent.add(job.job_id)
-        job.status = jobmodel.QUEUED
-        job.message = "queued"
-    # when not ok the client is dying: its exit event turns the row into an error
+    # when the write failed the backend is dying: its exit event turns the row into an error row
+    SESSION.sent.add(job.job_id)
+    job.status = jobmodel.QUEUED
+    job.message = "queued"
     return ok
 
 
@@ -173,10 +191,11 @@ def reattach():
         if job.status == jobmodel.CANCELLING:
             job.status, job.message = jobmodel.CANCELLED, "cancelled"
             continue
-        if SESSION.client is not None and SESSION.client.alive and job.job_id in SESSION.sent:
-            continue  # the same Blender session: events keep coming for it
         if jobmodel.finished_result(job.job_dir):
+            SESSION.sent.discard(job.job_id)  # its done event (if still queued) must not import it twice
             import_result(scene, job)
+        elif SESSION.client is not None and SESSION.client.alive and job.job_id in SESSION.sent:
+            continue  # the same Blender session: events keep coming for it
         elif os.path.isfile(os.path.join(job.job_dir, "job.json")):
             submit(job)
         else:
@@ -268,6 +287,8 @@ def _handle(event: dict):
                                                    traceback_path=event.get("traceback") or "")
         return
     if job is None:
+        if kind in ("done", "error", "cancelled"):
+            SESSION.sent.discard(job_id)  # its row is in a file that is not open: reattach() handles it later
         return
     if kind == "accepted":
         if job.status in (jobmodel.PREPARING, jobmodel.QUEUED):
@@ -287,7 +308,9 @@ def _handle(event: dict):
             job.message = progress_text(job)
     elif kind == "done":
         SESSION.sent.discard(job.job_id)
-        if job.status != jobmodel.CANCELLED:
+        if job.status == jobmodel.CANCELLING:
+            job.status, job.message = jobmodel.CANCELLED, "finished before the cancel arrived: Re-import adds it"
+        elif job.status in jobmodel.ACTIVE:
             import_result(scene, job, event)
     elif kind == "cancelled":
         SESSION.sent.discard(job.job_id)
@@ -349,12 +372,14 @@ def format_report(ready: dict) -> str:
     gpu = ready.get("gpu")
     w = ready.get("weights") or {}
     caps = ready.get("capabilities") or {}
-    lines = [f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, stableavatar {v.get('stableavatar', '?')}",
+    lines = [f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, diffusers {v.get('diffusers', '?')}, "
+             f"transformers {v.get('transformers', '?')}, stableavatar {v.get('stableavatar', '?')}",
              f"device {ready.get('device', '?')}" + (
                  f", GPU {gpu.get('name')} ({gpu.get('free_mb')} of {gpu.get('total_mb')} MB free)" if gpu
                  else ", no GPU"),
-             ("weights found at " + str(w.get("path"))) if w.get("found") else
-             ("weights NOT found; searched " + ", ".join(map(str, w.get("searched") or []))),
+             ("weights found at " + str(w.get("path")) + (" (tiny test weights)" if w.get("tiny") else ""))
+             if w.get("found") else ("weights NOT found: " + str(w.get("error") or "searched " + ", ".join(
+                 map(str, w.get("searched") or []))) + " - set Checkpoints or press Download Weights"),
              f"memory mode {ready.get('memory_mode', '?')} (modes: {', '.join(caps.get('memory_modes') or [])})"]
     return "\n".join(lines)
 
@@ -375,10 +400,13 @@ def tick() -> float | None:
     handled = 0
     try:
         while True:
-            try:
-                event = SESSION.events.get_nowait()
-            except queue.Empty:
-                break
+            if SESSION.pending:
+                event = SESSION.pending.pop(0)
+            else:
+                try:
+                    event = SESSION.events.get_nowait()
+                except queue.Empty:
+                    break
             handled += 1
             _handle(event)
         _enforce_cancel_deadlines()

@@ -38,6 +38,15 @@ def test_decode_rejects(line, fragment):
     assert info.value.category == "bad_request"
 
 
+def test_errors_name_the_job_only_when_they_decide_its_fate():
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode(b'{"op": "explode", "id": "job-1"}')
+    assert info.value.id is None and info.value.ref == "job-1"
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode(b'{"op": "submit", "id": "job-2", "job_dir": 5}')
+    assert info.value.id == "job-2"
+
+
 def test_decode_accepts_and_ignores_unknown_fields():
     cmd = protocol.decode(b'{"protocol": 1, "op": "submit", "job_dir": "/j", "image": "a", "audio": "b", "x": 1}')
     assert cmd["op"] == "submit" and cmd["x"] == 1
@@ -93,6 +102,9 @@ def test_lock_excludes_other_process_and_is_taken_over_after_kill_9(tmp_path):
         JobLock(tmp_path / "lock").acquire()
     lock.release()
     assert (tmp_path / "lock").read_text() == ""
+    with JobDir(tmp_path).lock() as held:  # entering an acquired lock keeps it (no second acquire)
+        assert held.held
+    assert not held.held
     JobDir(tmp_path).lock().release()
 
 
@@ -105,6 +117,7 @@ def test_prepare_request_copies_inputs_and_recognises_the_same_request(tmp_path)
     assert Path(req["image"]).read_bytes() == image.read_bytes() and Path(req["image"]).parent == jd.inputs
     assert json.loads(jd.request.read_text())["params"] == params
     jd.state.write_bytes(b"checkpoint")
+    assert jd.checkpoint_meta() == {}  # unreadable header: no metadata, no crash
     (jd.frames).mkdir()
     req2, resumable = jd.prepare_request(str(image), str(audio), params, "b", {"device": "cpu"})
     assert resumable and req2["id"] == "b" and jd.state.exists()

@@ -35,7 +35,8 @@ class _AvatarPanel:
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and hasattr(context.scene, "stableavatar")
+        scene = compat.sequencer_scene(context)
+        return scene is not None and hasattr(scene, "stableavatar")
 
 
 class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
@@ -43,7 +44,7 @@ class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        scene = context.scene
+        scene = compat.sequencer_scene(context)
         st = scene.stableavatar
         se = scene.sequence_editor
         strip = se.active_strip if se else None
@@ -87,7 +88,7 @@ class STABLEAVATAR_PT_advanced(_AvatarPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        st = context.scene.stableavatar
+        st = compat.sequencer_scene(context).stableavatar
         col = self.layout.column()
         col.prop(st, "guidance")
         col.prop(st, "text_scale")
@@ -103,7 +104,7 @@ class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
         client = runtime.SESSION.client
         layout.label(text="Backend: " + ("running" if client and client.alive else "stopped"),
                      icon="LINKED" if client and client.alive else "UNLINKED")
-        jobs = context.scene.stableavatar.jobs
+        jobs = compat.sequencer_scene(context).stableavatar.jobs
         if not len(jobs):
             layout.label(text="No jobs yet")
         for job in reversed(jobs):
@@ -115,7 +116,7 @@ class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
             else:
                 if job.status in (jobmodel.ERROR, jobmodel.CANCELLED):
                     row.operator("stableavatar.retry_job", text="", icon="FILE_REFRESH").job_id = job.job_id
-                if job.status == jobmodel.IMPORTED:
+                if job.status in (jobmodel.IMPORTED, jobmodel.CANCELLED):
                     row.operator("stableavatar.reimport_job", text="", icon="IMPORT").job_id = job.job_id
                 row.operator("stableavatar.remove_job", text="", icon="X").job_id = job.job_id
             row.operator("stableavatar.open_job_folder", text="", icon="FILE_FOLDER").job_id = job.job_id

@@ -1,5 +1,4 @@
 """Data the add-on keeps: machine settings (preferences), per-scene settings and the job list (in the .blend)."""
-from __future__ import annotations
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
@@ -104,11 +103,16 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
                                 description="Folder with the StableAvatar, Wan2.1-Fun and wav2vec2 weights")
     device: EnumProperty(name="Device", items=[("cuda", "CUDA GPU", ""), ("cpu", "CPU (very slow)", "")],
                          default="cuda")
-    dtype: EnumProperty(name="Precision", items=[("", "Auto", "The backend's default"),
+    dtype: EnumProperty(name="Precision", items=[("AUTO", "Auto", "The backend's default"),
                                                   ("bfloat16", "bfloat16", ""), ("float32", "float32", "")],
-                        default="")
-    memory_mode: StringProperty(name="Memory mode", description="Backend memory mode (empty: its default); "
-                                "Check Backend lists the modes it knows")
+                        default="AUTO")
+    memory_mode: EnumProperty(name="Memory mode", items=[
+        ("AUTO", "Auto", "The backend's default"),
+        ("full", "Full", "Everything on the GPU: fastest, needs the most memory"),
+        ("model_offload", "Model Offload", "Move models to the GPU only while they run"),
+        ("sequential_offload", "Sequential Offload", "Layer by layer: slowest, least GPU memory"),
+        ("fp8", "FP8", "8-bit transformer weights"),
+    ], default="AUTO")
     jobs_dir: StringProperty(name="Jobs folder", subtype="DIR_PATH",
                              description="Where job folders (audio, still, frames) go "
                                          "(empty: the extension's user folder)")

@@ -109,9 +109,12 @@ class Engine:
         return engine
 
     def _load_resident(self) -> None:
+        """The VAE and wav2vec2 (small, used by every job) stay loaded; after `release` they come back on demand."""
         from .audio_features import load_audio_encoder
         from .vae import load_vae
 
+        if self._vae is not None and self._audio_encoder is not None:
+            return
         arch = self.tree.arch or {}
         self._vae = load_vae(self.tree.files["vae"], arch.get("vae"), device=self._home(), dtype=torch.float32)
         self._audio_encoder = load_audio_encoder(self.tree.wav2vec, device=self._home(), dtype=torch.float32)
@@ -157,7 +160,7 @@ class Engine:
         self._empty_cache()
 
     def release(self) -> None:
-        """Drop every model (the worker calls this after an out-of-memory error)."""
+        """Drop every model and free their memory; the next job loads what it needs again."""
         self._dit = self._vae = self._audio_encoder = None
         self._dit_path = None
         self._free()
@@ -196,6 +199,7 @@ class Engine:
                              resume.step if resume else 0)
         try:
             progress.phase("load")
+            self._load_resident()
             dit = self.dit_for(params)
             timings["load_s"] = time.perf_counter() - t0
 
@@ -226,7 +230,7 @@ class Engine:
             self._free()
             raise OutOfMemoryError(
                 f"the GPU ran out of memory at {params.width}x{params.height} in memory mode {self.memory_mode}",
-                hint=_oom_hint(self.memory_mode)) from None
+                hint=_oom_hint(self.memory_mode, params)) from None
 
         latents_path = None
         if params.save_latents:
@@ -421,11 +425,12 @@ def _fingerprint(params: GenerationParams, image: Path, wave: np.ndarray, transf
     return h.hexdigest()
 
 
-def _oom_hint(mode: str) -> str:
+def _oom_hint(mode: str, params: GenerationParams) -> str:
     nxt = {"full": "model_offload", "model_offload": "fp8", "fp8": "sequential_offload"}.get(mode)
+    smaller = " or a smaller resolution such as 512x512" if params.width * params.height > 512 * 512 else ""
     if nxt:
-        return f"retry with memory mode {nxt}, or a smaller resolution such as 512x512"
-    return "use a smaller resolution such as 512x512, or close other programs using the GPU"
+        return f"retry with memory mode {nxt}{smaller}"
+    return f"close other programs using the GPU{smaller}"
 
 
 def versions() -> dict:

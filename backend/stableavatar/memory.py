@@ -55,7 +55,7 @@ DIT_PARAMS_FP8 = 1_714_917_888      # parameters of the Linear layers that fp8 l
 DIT_LARGEST_MODULE = 14_164_992     # time_projection.1 (fp32); the FFN linears are 13.8 M
 DIT_DIM = 1536
 VAE_PARAMS = 126_892_531            # Wan2.1 VAE, base_dim 96
-WAV2VEC_PARAMS = 94_395_584         # wav2vec2-base-960h (Wav2Vec2Model)
+WAV2VEC_PARAMS = 94_371_712         # wav2vec2-base-960h (Wav2Vec2Model)
 T5_BYTES = 11_400_000_000           # umT5-XXL encoder, bf16 file size
 CLIP_BYTES = 2_530_000_000          # open-clip ViT-H/14 visual tower, fp32
 
@@ -141,6 +141,16 @@ def encoder_fits(kind: str, free_bytes: int, mode: str, width: int, height: int,
     if mode == "full":
         resident += (VAE_PARAMS + WAV2VEC_PARAMS) * 4
     return (resident + need) * (1 + FRAGMENTATION) + RESERVE <= free_bytes
+
+
+def fits_now(nbytes: int, device: torch.device | str) -> bool:
+    """Whether `nbytes` more (plus the fragmentation margin) fit in the device's free memory right now; always
+    True off CUDA. For placing a model that runs once (umT5: ~11.4 GB, does not fit next to the DiT on 12-16 GB cards)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes * (1 + FRAGMENTATION) + 256 * 2**20 <= free
 
 
 def resolve_memory_mode(mode: str, device: torch.device | str, width: int, height: int,

@@ -17,11 +17,13 @@ class SamplerState:
     fingerprint: str     # hash of everything that determines the result; a resume with other inputs is refused
 
     def save(self, path: str | os.PathLike) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
+        # serialise in memory, then one write + fsync + rename: it runs after every step, so it must stay cheap
+        data = save({"latents": self.latents.contiguous()},
+                    metadata={"step": str(self.step), "fingerprint": self.fingerprint, "format": "stableavatar-state-1"})
         with atomic_path(Path(path)) as tmp:
-            save_file({"latents": self.latents.contiguous()}, str(tmp),
-                      metadata={"step": str(self.step), "fingerprint": self.fingerprint, "format": "stableavatar-state-1"})
+            tmp.write_bytes(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SamplerState":

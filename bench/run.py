@@ -1,0 +1,714 @@
+"""StableAvatar speed/memory harness: real-size random-weight models, one command, one time limit.
+
+    python -m bench.run [--device cuda] [--time-limit 450] [--json bench.json]     # the real table (one H100: < 8 min)
+    python -m bench.run --smoke --json smoke.json                                   # tiny dims on the CPU (< 1 min)
+
+Every row is one configuration of ONE denoising step over ONE 21-latent window with all three guidance branches
+(what the sampler does per window per step). Rows vary one factor at a time from the default (memory mode `full`,
+attention `native` = PyTorch SDPA's own kernel choice, no torch.compile, branches batched):
+
+  dit      default / memory modes / attention backends / torch.compile / branches one by one, per size
+  vae      encode of the 81-frame conditioning clip and streamed decode of one window, per frame; the official
+           whole-video fp32 decode that holds every frame on the device
+  encoders umT5 / CLIP once per job (only with --with-encoders)
+  pipeline the same short job (audio -> N steps x all windows -> decode) with the official code's habits (wav2vec2
+           re-run for every window at every step, whole-video fp32 decode at the end holding all frames;
+           `--compat official`) and with ours (wav2vec2 once per window, streamed decode; `--compat fixed`),
+           through the engine's own sampler loop, so the improvement is a ratio measured in the same run
+
+Columns: s_step = seconds per step per window (all branches); tflops = achieved TFLOP/s by the FLOP model in
+bench/models.py:dit_flops; frac = tflops / the device's dense bf16 peak (--peak-tflops); x_default = s_step of the
+default row / s_step of this row (> 1 is faster); dev_MB = peak device memory (CUDA allocator; on the CPU the live
+tensor bytes tracked by bench/memtrack.py plus the weights); model_MB = what backend/stableavatar/memory.py predicts
+for that row; host_MB = peak resident host memory during the row.
+
+Anything that does not fit the remaining time, is unavailable, or runs out of memory is listed as skipped with the
+reason. A watchdog (SIGALRM) aborts a row that overruns the time left, so the run ends within the limit.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from bench.memtrack import LiveBytes
+from bench.models import (Scale, build_audio_encoder, build_dit, build_image_encoder, build_text_encoder, build_vae,
+                          clone_dit, dit_flops, real_scale, smoke_scale)
+
+MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
+NATIVE_BACKENDS = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math")
+OPTIONAL_BACKENDS = {"flash": "flash_attn", "_flash_3": "flash_attn_interface", "sage": "sageattention"}
+# dense bf16 tensor-core peaks (no sparsity), TFLOP/s; matched against torch.cuda.get_device_name
+PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 NVL": 835, "H100 PCIe": 756, "H100": 756,
+               "A100": 312, "L40S": 362, "L40": 181, "A10G": 70, "L4": 121, "RTX 6000 Ada": 364,
+               "RTX 5090": 209, "RTX 4090": 165, "RTX 4080": 97, "RTX 3090": 71, "RTX 4070": 58}
+
+
+class RowTimeout(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# measurement helpers
+# ------------------------------------------------------------------------------------------------------------------
+class HostPeak:
+    """Peak resident set size of this process while active (sampled every 10 ms from /proc/self/statm)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(0.01)
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+
+class Bench:
+    def __init__(self, args, scale: Scale, device: torch.device):
+        self.args, self.scale, self.device = args, scale, device
+        self.dtype = torch.bfloat16
+        self.cuda = device.type == "cuda"
+        self.t_start = time.perf_counter()
+        self.deadline = self.t_start + args.time_limit - args.reserve
+        self.rows: list[dict] = []
+        self.master = None
+        self.default_step: dict[tuple[int, int], float] = {}
+        self.peak_tflops = args.peak_tflops or _peak_tflops(device)
+
+    # --- time budget ---------------------------------------------------------------------------------------------
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def watchdog(self):
+        """Raise RowTimeout in the main thread when the time budget runs out inside a row."""
+        left = self.left()
+        if left <= 0:
+            raise RowTimeout("time limit reached")
+        if not hasattr(signal, "SIGALRM"):
+            yield
+            return
+
+        def on_alarm(signum, frame):
+            raise RowTimeout("aborted: the row overran the time limit")
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(left, 0.01))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    # --- rows ----------------------------------------------------------------------------------------------------
+    def add(self, **row) -> dict:
+        base = {"group": None, "name": None, "size": None, "mode": None, "attention": None, "compile": None,
+                "branches": None, "status": "ok", "reason": None, "s_step": None, "tflops": None, "frac_peak": None,
+                "x_default": None, "dev_peak_mb": None, "dev_peak_source": None, "model_mb": None,
+                "host_peak_mb": None, "extra": {}}
+        base.update(row)
+        self.rows.append(base)
+        _print_row(base)
+        return base
+
+    def skip(self, reason: str, **row) -> dict:
+        return self.add(status="skipped", reason=reason, **row)
+
+    def run_row(self, estimate_s: float, fn, post=None, **row) -> dict:
+        """Run `fn() -> dict of measurements` under the watchdog, or skip it when `estimate_s` does not fit.
+        `post(measured)` may add derived columns before the row is printed."""
+        if estimate_s > self.left() or self.left() <= 0:
+            return self.skip(f"time limit: needs ~{estimate_s:.0f} s, {max(self.left(), 0):.0f} s left", **row)
+        self._reset_memory()
+        try:
+            with self.watchdog(), HostPeak() as host:
+                measured = fn()
+        except RowTimeout as e:
+            return self.skip(f"time limit: {e}", **row)
+        except torch.cuda.OutOfMemoryError as e:
+            return self.skip(f"out of memory: {_first_line(e)}", **row)
+        except Exception as e:  # noqa: BLE001 - an unavailable kernel/backend/compiler is a skip with its reason
+            if self.args.verbose:
+                traceback.print_exc()
+            return self.skip(f"unavailable: {type(e).__name__}: {_first_line(e)}", **row)
+        finally:
+            self._free()
+        measured.setdefault("host_peak_mb", _mb(host.peak))
+        if post:
+            post(measured)
+        return self.add(**row, **measured)
+
+    def _reset_memory(self):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _free(self):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def dev_peak(self, tracked: LiveBytes | None = None, resident: int = 0) -> tuple[float, str]:
+        if self.cuda:
+            return _mb(torch.cuda.max_memory_allocated(self.device)), "cuda_allocator"
+        return _mb((tracked.peak if tracked else 0) + resident), "tracked_live_tensors"
+
+    # --- DiT rows ------------------------------------------------------------------------------------------------
+    def inputs(self, width: int, height: int):
+        """One window's sampler inputs: latent window, y, the three branches' text, CLIP tokens, audio features."""
+        g = torch.Generator("cpu").manual_seed(0)
+        cfg = self.master.config
+        h, w = height // 8, width // 8
+        dt = self.dtype
+        dev = self.device
+        neg, pos = self.scale.text_tokens
+        text = {"neg": torch.randn(neg, cfg.text_dim, generator=g).to(dev, dt),
+                "pos": torch.randn(pos, cfg.text_dim, generator=g).to(dev, dt)}
+        return {
+            "z": torch.randn(1, cfg.out_dim, 21, h, w, generator=g).to(dev),
+            "y": torch.randn(1, cfg.in_dim - cfg.out_dim, 21, h, w, generator=g).to(dev, dt),
+            "context": [text["neg"], text["neg"], text["pos"]],
+            "text": text,
+            "clip": torch.randn(1, 257, cfg.image_dim, generator=g).to(dev, dt),
+            # fixed mode: 81 frames of audio per window -> 161 wav2vec2 tokens; rows [zero, audio] (official guidance)
+            "audio": torch.randn(2, 161, cfg.audio_in_dim, generator=g).to(dev, dt),
+            "audio_index": [0, 1, 1],
+        }
+
+    def window_step(self, dit, inp, dt: torch.Tensor, t3: torch.Tensor, batched: bool = True):
+        """The sampler's per-window work: DiT over the three branches, guidance combine, Euler step (fp32)."""
+        from stableavatar.guidance import combine
+
+        z = inp["z"]
+        x = z.to(self.dtype)
+        if batched:
+            out = dit(x.expand(3, -1, -1, -1, -1), t3, inp["context"], inp["clip"].expand(3, -1, -1),
+                      inp["y"].expand(3, -1, -1, -1, -1), inp["audio"], inp["audio_index"], audio_num_frames=81)
+            u, d, c = out.float().unbind(0)
+        else:  # one branch per forward (the adapter runs per call, on that branch's own audio row)
+            rows = [inp["audio"][i:i + 1] for i in inp["audio_index"]]  # slices: no index tensor, no sync
+            u, d, c = (dit(x, t3[:1], [inp["context"][b]], inp["clip"], inp["y"], rows[b], [0],
+                           audio_num_frames=81).float()[0] for b in range(3))
+        v = combine("official", u, d, c, 3.0, 5.0)[None]
+        return z + dt * v
+
+    def time_steps(self, dit, inp, batched=True, track=False):
+        dt = torch.tensor(-0.02, device=self.device)
+        t3 = torch.full((3,), 900.0, device=self.device)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(self.scale.warmup):
+                self.window_step(dit, inp, dt, t3, batched)
+            self.sync()
+            warm = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(self.scale.steps):
+                out = self.window_step(dit, inp, dt, t3, batched)
+            self.sync()
+            per = (time.perf_counter() - t0) / self.scale.steps
+            if not torch.isfinite(out).all():
+                raise FloatingPointError("non-finite output")
+            tracked = None
+            if track and not self.cuda:  # one extra, untimed step under the live-tensor tracker
+                with LiveBytes() as tracked:
+                    self.window_step(dit, inp, dt, t3, batched)
+        return per, warm, tracked
+
+    def dit_row(self, size, *, mode="full", attention="native", compile_=False, batched=True, estimate=None,
+                group="dit", name=None):
+        from diffusers.models.attention_dispatch import attention_backend
+        from stableavatar import memory
+
+        width, height = size
+        name = name or f"{mode}/{attention}/{'compile' if compile_ else 'eager'}/{'batched' if batched else 'serial'}"
+        row = dict(group=group, name=name, size=f"{width}x{height}", mode=mode, attention=attention,
+                   compile=compile_, branches="batched" if batched else "serial")
+        if estimate is None:
+            estimate = 0.0
+
+        def fn():
+            flops = dit_flops(self.master.config, width, height, branches=3, audio_rows=2 if batched else 1)
+            if not batched:
+                flops = dit_flops(self.master.config, width, height, branches=1, audio_rows=1)
+                flops = {k: 3 * v for k, v in flops.items()}
+            inp = self.inputs(width, height)
+            t0 = time.perf_counter()
+            dit = memory.place_transformer(clone_dit(self.master, self.scale), mode, self.device, self.dtype)
+            place_s = time.perf_counter() - t0
+            resident = sum(p.numel() * p.element_size() for p in dit.parameters() if p.device == self.device)
+            extra = {"place_s": round(place_s, 3)}
+            if compile_:
+                dit.compile_repeated_blocks(fullgraph=False, backend=self.args.compile_backend)
+                extra["compile_backend"] = self.args.compile_backend
+            ctx = attention_backend(attention) if attention != "native" else contextlib.nullcontext()
+            t0 = time.perf_counter()
+            with memory.dit_on_device(dit, mode, self.device), ctx:
+                self.sync()
+                extra["to_device_s"] = round(time.perf_counter() - t0, 3)
+                per, warm, tracked = self.time_steps(dit, inp, batched, track=True)
+            extra["warmup_s"] = round(warm, 3)
+            dev, src = self.dev_peak(tracked, resident + sum(t.numel() * t.element_size() for t in _tensors(inp)))
+            del dit
+            tflops = flops["total"] / per / 1e12
+            model = memory.dit_weight_bytes(mode, self.dtype) + memory.activation_bytes(
+                width, height, self.dtype, branches=3 if batched else 1) if self.scale.name == "real" else None
+            return {"s_step": round(per, 4), "tflops": round(tflops, 2),
+                    "frac_peak": round(tflops / self.peak_tflops, 3) if self.peak_tflops else None,
+                    "dev_peak_mb": dev, "dev_peak_source": src, "model_mb": _mb(model) if model else None,
+                    "extra": {**extra, "flops_per_step": flops["total"], "attention_flop_share":
+                              round(flops["attention"] / flops["total"], 3), "tokens": flops["tokens"]}}
+
+        def post(m):
+            if name == "default":
+                self.default_step[size] = m["s_step"]
+            if size in self.default_step:
+                m["x_default"] = round(self.default_step[size] / m["s_step"], 3)
+
+        return self.run_row(estimate, fn, post, **row)
+
+    # --- VAE rows ------------------------------------------------------------------------------------------------
+    def vae_rows(self, size, vae):
+        from stableavatar import memory
+
+        width, height = size
+        s = f"{width}x{height}"
+        step_s = self.default_step.get(size, 1.0)
+        weights = sum(p.numel() * p.element_size() for p in vae.model.parameters())
+        real = self.scale.name == "real"
+
+        def encode():
+            n = self.scale.vae_frames
+            clip = torch.zeros(1, 3, n, height, width, device=self.device)
+            clip[:, :, 0] = torch.rand(3, height, width, device=self.device) * 2 - 1
+            with torch.no_grad(), LiveBytes() if not self.cuda else contextlib.nullcontext() as lb:
+                self.sync()
+                t0 = time.perf_counter()
+                z = vae.encode_mode(clip)
+                self.sync()
+                t = time.perf_counter() - t0
+            dev, src = self.dev_peak(lb, weights)
+            return {"s_step": None, "dev_peak_mb": dev, "dev_peak_source": src,
+                    "model_mb": _mb(weights + memory.VAE_ENCODE_BYTES_PER_PIXEL * width * height) if real else None,
+                    "extra": {"ms_per_frame": round(1000 * t / n, 2), "s_total": round(t, 3), "frames": n,
+                              "latents": int(z.shape[2])}}
+
+        def decode(stream: bool):
+            z = torch.randn(1, 16, self.scale.vae_latents, height // 8, width // 8, device=self.device)
+            with torch.no_grad(), LiveBytes() if not self.cuda else contextlib.nullcontext() as lb:
+                self.sync()
+                t0 = time.perf_counter()
+                if stream:  # ours: causal chunks, each moved to the CPU as uint8-ready float frames
+                    frames = sum(c.shape[1] for c in vae.decode_stream(z))
+                else:  # official: whole window at once in fp32, all frames held on the device, then one copy
+                    latents = z.to(vae.dtype) / vae._scale()[1] + vae._scale()[0]
+                    video = vae.model.decode(latents).sample.clamp(-1, 1)
+                    frames = video.shape[2]
+                    video = video.cpu()
+                self.sync()
+                t = time.perf_counter() - t0
+            dev, src = self.dev_peak(lb, weights)
+            return {"dev_peak_mb": dev, "dev_peak_source": src,
+                    "model_mb": _mb(weights + memory.VAE_DECODE_BYTES_PER_PIXEL * width * height)
+                    if real and stream else None,
+                    "extra": {"ms_per_frame": round(1000 * t / frames, 2), "s_total": round(t, 3), "frames": frames}}
+
+        step_s *= 4 if real else 1
+        self.run_row(2 * step_s, encode, group="vae", name=f"encode {self.scale.vae_frames} frames (fp32)", size=s)
+        self.run_row(2 * step_s, lambda: decode(True), group="vae", name="decode stream (ours)", size=s)
+        self.run_row(2 * step_s, lambda: decode(False), group="vae", name="decode whole fp32 (official)", size=s)
+
+    # --- encoders ------------------------------------------------------------------------------------------------
+    def encoder_rows(self):
+        def text():
+            t0 = time.perf_counter()
+            te = build_text_encoder(self.scale, self.device, self.dtype)
+            build = time.perf_counter() - t0
+            ids = torch.randint(0, te.config.vocab_size, (2, 512), device=self.device)
+            mask = torch.ones_like(ids)
+            with torch.no_grad():
+                te(input_ids=ids, attention_mask=mask)  # warm-up
+                self.sync()
+                t0 = time.perf_counter()
+                te(input_ids=ids, attention_mask=mask)
+                self.sync()
+            t = time.perf_counter() - t0
+            dev, src = self.dev_peak(None, sum(p.numel() * p.element_size() for p in te.parameters()))
+            return {"dev_peak_mb": dev, "dev_peak_source": src,
+                    "extra": {"s_per_job": round(t, 3), "build_s": round(build, 1), "prompts": 2}}
+
+        def image():
+            enc = build_image_encoder(self.scale, self.device)
+            img = torch.rand(1, 3, 512, 512, device=self.device) * 2 - 1
+            with torch.no_grad():
+                enc.encode(img)
+                self.sync()
+                t0 = time.perf_counter()
+                enc.encode(img)
+                self.sync()
+            t = time.perf_counter() - t0
+            dev, src = self.dev_peak(None, sum(p.numel() * p.element_size() for p in enc.model.parameters()))
+            return {"dev_peak_mb": dev, "dev_peak_source": src, "extra": {"s_per_job": round(t, 3)}}
+
+        est = 60 if self.scale.name == "real" else 5
+        self.run_row(est, text, group="encoders", name="umT5 text (bf16, 2 prompts)")
+        self.run_row(est / 2, image, group="encoders", name="CLIP image (fp32)")
+
+    # --- pipeline: official habits vs ours, through the engine's own sampler loop --------------------------------
+    def pipeline_rows(self, size, vae, audio_encoder):
+        width, height = size
+        step_s = self.default_step.get(size)
+        seconds = self.scale.pipeline_seconds
+        steps = self.scale.steps
+        results = {}
+
+        def post(m, compat):
+            a = results.get("official")
+            if compat == "official":
+                m["x_default"] = 1.0
+            elif a is not None and a["status"] == "ok":
+                for key in ("total_s", "est_50_steps_s"):
+                    m["extra"][f"speedup_{key}"] = round(a["extra"][key] / m["extra"][key], 3)
+                m["x_default"] = m["extra"]["speedup_est_50_steps_s"]
+
+        for compat in ("official", "fixed"):
+            name = "official habits (--compat official)" if compat == "official" else "ours (--compat fixed)"
+            est = (steps * 2 + 2) * (step_s or 1.0) * 1.3 + 10 * (step_s or 0.1)
+            results[compat] = self.run_row(
+                est, lambda c=compat: self._pipeline(size, c, vae, audio_encoder), lambda m, c=compat: post(m, c),
+                group="pipeline", name=name, size=f"{width}x{height}", mode="full", attention="native",
+                compile=False, branches="batched")
+
+    def _pipeline(self, size, compat_name, vae, audio_encoder):
+        if self.cuda:
+            return self._pipeline_run(size, compat_name, vae, audio_encoder)
+        weights = sum(p.numel() * p.element_size() for m in (self.master, vae.model, audio_encoder.model)
+                      for p in m.parameters())
+        with LiveBytes() as lb:
+            m = self._pipeline_run(size, compat_name, vae, audio_encoder)
+        m["dev_peak_mb"], m["dev_peak_source"] = self.dev_peak(lb, weights)
+        return m
+
+    def _pipeline_run(self, size, compat_name, vae, audio_encoder):
+        from stableavatar import compat as compat_modes
+        from stableavatar import engine as engine_mod
+        from stableavatar import memory
+        from stableavatar.engine import Engine, Hooks, Prepared, _audio_slice
+        from stableavatar.params import GenerationParams
+        from stableavatar.windows import WINDOW_LATENTS, latent_frames, plan_windows
+
+        width, height = size
+        compat = compat_modes.get(compat_name)
+        rng = np.random.default_rng(0)
+        wave = (rng.standard_normal(int(self.scale.pipeline_seconds * 16000)) * 0.1).astype(np.float32)
+        frames = wave.size // 640
+        num_latents = latent_frames(frames, compat)
+        windows = plan_windows(num_latents, 5, wave.size, compat)
+        params = GenerationParams(width=width, height=height, steps=self.scale.steps, compat=compat_name)
+        num_frames = frames if compat.trim_to_audio else 4 * (num_latents - 1) + 1
+        job = Prepared(params, compat, wave, num_frames, num_latents, windows, "bench", Path("."), Path("."))
+        eng = Engine(None, str(self.device), "bfloat16", "full", None)
+        inp = self.inputs(width, height)
+        dit = memory.place_transformer(clone_dit(self.master, self.scale), "full", self.device, self.dtype)
+        audio_s = [0.0]
+
+        def features(win):
+            self.sync()
+            t0 = time.perf_counter()
+            f = audio_encoder(_audio_slice(wave, win)).to(self.device, self.dtype)
+            self.sync()
+            audio_s[0] += time.perf_counter() - t0
+            return f
+
+        class PerStep(list):  # official habit: wav2vec2 re-run for every window at every step
+            def __getitem__(self, i):
+                return features(windows[i])
+
+        self.sync()
+        t_all = time.perf_counter()
+        audio = PerStep(windows) if compat_name == "official" else [features(w) for w in windows]
+        audio_once = audio_s[0]
+        cond = {"text": inp["text"], "clip": inp["clip"], "y": inp["y"], "audio": audio}
+        h, w = height // 8, width // 8
+        noise = torch.randn(1, 16, num_latents, h, w, generator=torch.Generator("cpu").manual_seed(0))
+        state_dtype = torch.bfloat16 if compat.round_state_bf16 else torch.float32
+        latents = noise.to(self.device, self.dtype if compat.round_state_bf16 else torch.float32).float()
+        seq_len = None if compat.exact_final_window else WINDOW_LATENTS * (h // 2) * (w // 2)
+        progress = engine_mod._Progress(None, params.steps, len(windows), num_frames, 0)
+        t0 = time.perf_counter()
+        latents = eng._denoise_steps(dit, job, cond, Hooks(), progress, latents, 0, state_dtype, seq_len)
+        self.sync()
+        denoise_s = time.perf_counter() - t0 - (audio_s[0] - audio_once)
+        del dit
+        self._free()
+        t0 = time.perf_counter()
+        held = 0
+        with torch.no_grad():
+            if compat_name == "official":  # whole video in one decode call, fp32, all frames on the device
+                z = latents.float().to(vae.dtype) / vae._scale()[1] + vae._scale()[0]
+                video = vae.model.decode(z).sample.clamp(-1, 1)
+                held = video.numel() * video.element_size()
+                video = video.cpu()
+                decoded = video.shape[2]
+                del video
+            else:
+                decoded = 0
+                for chunk in vae.decode_stream(latents.float()):
+                    decoded += chunk.shape[1]
+        self.sync()
+        decode_s = time.perf_counter() - t0
+        total = time.perf_counter() - t_all
+        audio_total = audio_s[0]
+        per_step_audio = (audio_total - (0 if compat_name == "official" else audio_once)) / params.steps
+        est50 = (0 if compat_name == "official" else audio_once) + 50 * (per_step_audio + denoise_s / params.steps) \
+            + decode_s
+        dev, src = self.dev_peak(None, 0)
+        return {"s_step": round(denoise_s / params.steps / len(windows), 4), "dev_peak_mb": dev,
+                "dev_peak_source": src,
+                "extra": {"windows": len(windows), "latents": num_latents, "frames_decoded": decoded,
+                          "steps": params.steps, "audio_s": round(audio_total, 3), "denoise_s": round(denoise_s, 3),
+                          "decode_s": round(decode_s, 3), "total_s": round(total, 3),
+                          "est_50_steps_s": round(est50, 2), "decode_held_mb": _mb(held) if held else 0}}
+
+    # --- the whole plan ------------------------------------------------------------------------------------------
+    def run(self):
+        args, scale = self.args, self.scale
+        t0 = time.perf_counter()
+        self.master = build_dit(scale, self.dtype, init_device=self.device)
+        build_s = time.perf_counter() - t0
+        info("built the DiT (%.2f B params) in %.1f s", sum(p.numel() for p in self.master.parameters()) / 1e9,
+             build_s)
+        sizes = [s for s in scale.sizes if not args.sizes or f"{s[0]}x{s[1]}" in args.sizes]
+        vae = build_vae(scale, self.device)
+        audio_encoder = build_audio_encoder(scale, self.device)
+
+        # 1. the default configuration per size (every ratio refers to it)
+        for size in sizes:
+            self.dit_row(size, name="default", estimate=0)
+        # 2. official habits vs ours, on the largest size
+        self.pipeline_rows(sizes[-1], vae, audio_encoder)
+        # 3. VAE per frame
+        for size in sizes:
+            self.vae_rows(size, vae)
+        # 4. one factor at a time
+        backends = _available_backends()
+        for size in sizes[:scale.factor_sizes]:
+            est = (scale.warmup + scale.steps + 1) * self.default_step.get(size, 0.0)
+            for mode in MEMORY_MODES[1:]:
+                f = {"sequential_offload": 3.0, "model_offload": 1.5}.get(mode, 1.3)
+                self.dit_row(size, mode=mode, estimate=est * f + (20 if scale.name == "real" else 0))
+            for backend, why in backends:
+                if why:
+                    self.skip(why, group="dit", name=f"full/{backend}/eager/batched", size=f"{size[0]}x{size[1]}",
+                              mode="full", attention=backend, compile=False, branches="batched")
+                    continue
+                if backend == "native":
+                    continue  # that is the default row
+                self.dit_row(size, attention=backend, estimate=est * (4 if "math" in backend else 1.2))
+            self.dit_row(size, batched=False, estimate=est * 1.3)
+        # 5. torch.compile last (compile time dominates)
+        for size in sizes[:scale.factor_sizes]:
+            est = (scale.warmup + scale.steps + 1) * self.default_step.get(size, 0.0)
+            self.dit_row(size, compile_=True, estimate=est + (90 if scale.name == "real" else 2))
+        # 6. encoders (optional)
+        if args.with_encoders or scale.name == "smoke":  # tiny encoders are cheap: smoke always runs them
+            self.encoder_rows()
+        else:
+            self.skip("not requested (pass --with-encoders)", group="encoders", name="umT5 text / CLIP image")
+        del vae, audio_encoder
+
+
+def _available_backends() -> list[tuple[str, str | None]]:
+    import importlib.util
+
+    out = [(b, None) for b in NATIVE_BACKENDS]
+    for backend, module in OPTIONAL_BACKENDS.items():
+        ok = importlib.util.find_spec(module) is not None
+        out.append((backend, None if ok else f"unavailable: {module} is not installed"))
+    return out
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        seen = set()
+        for v in obj.values():
+            for t in _tensors(v):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    yield t
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
+        if key in name:
+            return float(PEAK_TFLOPS[key])
+    return None
+
+
+def _mb(nbytes) -> float:
+    return round(nbytes / 2**20, 1)
+
+
+def _first_line(e) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def info(msg, *a):
+    print("# " + msg % a, file=sys.stderr, flush=True)
+
+
+COLUMNS = [("group", 8), ("name", 40), ("size", 8), ("status", 7), ("s_step", 8), ("tflops", 7), ("frac_peak", 6),
+           ("x_default", 7), ("dev_peak_mb", 9), ("model_mb", 9), ("host_peak_mb", 8)]
+HEAD = {"frac_peak": "frac", "x_default": "x_def", "dev_peak_mb": "dev_MB", "model_mb": "model_MB",
+        "host_peak_mb": "host_MB"}
+
+
+def _fmt(v, width):
+    if v is None:
+        s = "-"
+    elif isinstance(v, float):
+        s = f"{v:.4g}"
+    else:
+        s = str(v)
+    return s[:width].ljust(width)
+
+
+def _print_row(row):
+    line = " ".join(_fmt(row[k], w) for k, w in COLUMNS)
+    extra = row.get("extra") or {}
+    notes = {k: v for k, v in extra.items() if k in ("ms_per_frame", "est_50_steps_s", "speedup_est_50_steps_s",
+                                                      "audio_s", "decode_s", "s_per_job", "to_device_s", "warmup_s")}
+    if row["status"] != "ok":
+        line += f"  {row['reason']}"
+    elif notes:
+        line += "  " + " ".join(f"{k}={v}" for k, v in notes.items())
+    print(line, flush=True)
+
+
+def print_table(rows):
+    print(" ".join(_fmt(HEAD.get(k, k), w) for k, w in COLUMNS), flush=True)
+    for row in rows:
+        _print_row(row)
+
+
+def environment(device: torch.device, peak) -> dict:
+    import diffusers
+    import transformers
+
+    env = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
+           "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+           "cuda": torch.version.cuda, "device": str(device), "cpu_threads": torch.get_num_threads(),
+           "peak_tflops": peak, "host": platform.node()}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(gpu=p.name, gpu_total_mb=_mb(p.total_memory), capability=f"{p.major}.{p.minor}",
+                   cudnn=torch.backends.cudnn.version())
+        with contextlib.suppress(Exception):
+            import subprocess
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return env
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny dims on the CPU: exercises every code path in < 1 min")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu for --smoke)")
+    ap.add_argument("--time-limit", type=float, default=450.0, help="seconds for the whole run (default 450)")
+    ap.add_argument("--reserve", type=float, default=None, help="seconds kept back for writing results")
+    ap.add_argument("--json", type=Path, default=None, help="write rows + environment here")
+    ap.add_argument("--sizes", nargs="*", default=None, help="subset of sizes, e.g. 480x832")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
+    ap.add_argument("--with-encoders", action="store_true", help="also time umT5 and CLIP (real: +~17 GB, +~1 min)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device for 'frac'")
+    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; smoke: eager)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+
+    scale = smoke_scale() if args.smoke else real_scale()
+    if args.steps:
+        scale.steps = args.steps
+    device = torch.device(args.device or ("cpu" if args.smoke or not torch.cuda.is_available() else "cuda"))
+    if args.reserve is None:
+        args.reserve = 3.0 if args.smoke else 15.0
+    if args.compile_backend is None:
+        args.compile_backend = "eager" if device.type == "cpu" else "inductor"
+    if args.threads or (scale.threads and device.type == "cpu"):
+        torch.set_num_threads(args.threads or scale.threads)
+    bench = Bench(args, scale, device)
+    env = environment(device, bench.peak_tflops)
+    env.update(scale=scale.name, steps=scale.steps, warmup=scale.warmup, time_limit_s=args.time_limit,
+               compile_backend=args.compile_backend)
+    info("stableavatar bench: %s", json.dumps(env))
+    print(" ".join(_fmt(HEAD.get(k, k), w) for k, w in COLUMNS), flush=True)
+    error = None
+    try:
+        bench.run()
+    except RowTimeout as e:
+        error = f"time limit: {e}"
+    except Exception as e:  # noqa: BLE001 - still write what was measured
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {_first_line(e)}"
+    env["elapsed_s"] = round(time.perf_counter() - bench.t_start, 1)
+    print("\n== final table ==", flush=True)
+    print_table(bench.rows)
+    result = {"environment": env, "rows": bench.rows, "error": error}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+    info("done in %.1f s%s", env["elapsed_s"], f" (error: {error})" if error else "")
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
