@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import gc
 import json
-import math
 import os
 import platform
 import signal
@@ -399,7 +398,6 @@ class Bench:
     def pipeline_rows(self, size, vae, audio_encoder):
         width, height = size
         step_s = self.default_step.get(size)
-        seconds = self.scale.pipeline_seconds
         steps = self.scale.steps
         results = {}
 
@@ -545,7 +543,9 @@ class Bench:
                     continue
                 if backend == "native":
                     continue  # that is the default row
-                self.dit_row(size, attention=backend, estimate=est * (4 if "math" in backend else 1.2))
+                r = self.dit_row(size, attention=backend, estimate=est * (4 if "math" in backend else 1.2))
+                if backend.startswith("sage"):
+                    r["extra"]["approximate"] = "int8/fp8 attention: outputs differ, opt-in only"
             self.dit_row(size, batched=False, estimate=est * 1.3)
         # 5. torch.compile last (compile time dominates)
         for size in sizes[:scale.factor_sizes]:
@@ -634,6 +634,42 @@ def _print_row(row):
     print(line, flush=True)
 
 
+def summarize(rows, peak) -> list[str]:
+    """Per size: the default row against the floor, the fastest exact attention backend, compile and serial
+    ratios, peak memory per mode; and the official-habits vs ours pipeline."""
+    out = []
+    ok = [r for r in rows if r["status"] == "ok"]
+    for size in dict.fromkeys(r["size"] for r in ok if r["group"] == "dit"):
+        dit = [r for r in ok if r["group"] == "dit" and r["size"] == size]
+        d = next((r for r in dit if r["name"] == "default"), None)
+        if d is None:
+            continue
+        line = f"{size}: default {d['s_step']:.3f} s/step/window, {d['tflops']:.1f} TFLOP/s"
+        if peak:
+            floor = d["extra"]["flops_per_step"] / (peak * 1e12)
+            line += f", {d['frac_peak']:.2f} of the {peak:.0f} TFLOP/s peak (floor {floor:.3f} s, gap x{d['s_step'] / floor:.2f})"
+        exact = [r for r in dit if r["mode"] == "full" and not r["compile"] and r["branches"] == "batched"
+                 and not str(r["attention"]).startswith("sage")]
+        best = min(exact, key=lambda r: r["s_step"])
+        line += f"; fastest exact attention: {best['attention']} ({best['s_step']:.3f} s)"
+        for label, pick in (("compile", lambda r: r["compile"]), ("serial", lambda r: r["branches"] == "serial")):
+            r = next((r for r in dit if pick(r)), None)
+            if r is not None:
+                line += f"; {label} x{r['x_default']:.2f}"
+        mem = {r["mode"]: r["dev_peak_mb"] for r in dit if r["attention"] == "native" and not r["compile"]
+               and r["branches"] == "batched"}
+        line += "; peak MB " + ", ".join(f"{m} {v:.0f}" for m, v in mem.items())
+        out.append(line)
+    pipe = {r["name"].split(" ")[0]: r for r in ok if r["group"] == "pipeline"}
+    if "official" in pipe and "ours" in pipe:
+        a, b = pipe["official"]["extra"], pipe["ours"]["extra"]
+        out.append(f"pipeline {pipe['ours']['size']} ({b['windows']} windows), extrapolated to 50 steps: official habits "
+                   f"{a['est_50_steps_s']:.1f} s, ours {b['est_50_steps_s']:.1f} s (x{a['est_50_steps_s'] / b['est_50_steps_s']:.2f}); "
+                   f"peak MB {pipe['official']['dev_peak_mb']} vs {pipe['ours']['dev_peak_mb']}; "
+                   f"decode holds {a['decode_held_mb']} MB of frames vs streamed")
+    return out
+
+
 def print_table(rows):
     print(" ".join(_fmt(HEAD.get(k, k), w) for k, w in COLUMNS), flush=True)
     for row in rows:
@@ -702,7 +738,13 @@ def main(argv=None) -> int:
     env["elapsed_s"] = round(time.perf_counter() - bench.t_start, 1)
     print("\n== final table ==", flush=True)
     print_table(bench.rows)
-    result = {"environment": env, "rows": bench.rows, "error": error}
+    try:
+        summary = summarize(bench.rows, bench.peak_tflops)
+    except Exception as e:  # noqa: BLE001 - the table and JSON matter more than the summary
+        summary = [f"(summary failed: {type(e).__name__}: {_first_line(e)})"]
+    print("\n== summary ==\n" + "\n".join(summary), flush=True)
+    result_summary = summary
+    result = {"environment": env, "rows": bench.rows, "summary": result_summary, "error": error}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, default=str))

@@ -112,7 +112,7 @@ def _argv_from_prefs() -> list[str]:
         raise BackendConfigError(f"checkpoints folder not found: {checkpoints!r}. Set it in the preferences, "
                                  "or press Download Weights")
     return backend_command(python, checkpoints, p.device, "" if p.dtype == "AUTO" else p.dtype,
-                           "" if p.memory_mode == "AUTO" else p.memory_mode, user_dir("logs"))
+                           p.memory_mode, user_dir("logs"))
 
 
 def stop_backend(timeout: float = 5.0, settle: bool = True):

@@ -12,11 +12,14 @@ ATTENTION = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "_
 
 def test_bench_smoke_subprocess(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--time-limit", "120", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--time-limit", "120", "--json", str(out),
+                           "--peak-tflops", "0.5"],
                           capture_output=True, text=True, timeout=300, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["error"] is None
+    assert result["summary"] and "gap x" in result["summary"][0] and "summary failed" not in " ".join(result["summary"])
+    assert "== summary ==" in proc.stdout
     env, rows = result["environment"], result["rows"]
     assert env["scale"] == "smoke" and env["device"] == "cpu" and env["elapsed_s"] > 0
     assert env["torch"] and env["diffusers"]
@@ -45,6 +48,7 @@ def test_bench_smoke_subprocess(tmp_path):
         d = [r for r in dit if r["size"] == s and r["name"] == "default"]
         assert len(d) == 1 and d[0]["status"] == "ok" and d[0]["s_step"] > 0 and d[0]["tflops"] > 0
         assert d[0]["dev_peak_mb"] > 0 and d[0]["extra"]["flops_per_step"] > 0
+        assert d[0]["frac_peak"] > 0 and d[0]["x_default"] == 1
     # every memory mode present; on the CPU they all run (offload modes are no-ops there, fp8 really casts)
     for mode in MEMORY_MODES:
         m = [r for r in first if r["mode"] == mode and r["attention"] == "native" and not r["compile"]

@@ -1,6 +1,4 @@
 """Memory modes: the "auto" memory model (pure functions) and `place_transformer` for every mode on the CPU."""
-import json
-
 import pytest
 import torch
 
@@ -96,7 +94,7 @@ def test_choose_memory_mode_is_monotonic_in_free_memory():
     speed = {m: i for i, m in enumerate(memory.APPROX_MODES_BY_SPEED)}
     for size in ((512, 512), (480, 832)):
         prev = None
-        for gib in range(0, 41):
+        for gib in range(41):
             mode = memory.choose_memory_mode(gib * GIB, *size)
             assert mode in memory.EXACT_MODES_BY_SPEED
             if prev is not None:

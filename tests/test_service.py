@@ -197,7 +197,7 @@ def test_ready_reports_device_weights_and_capabilities(ready):
     assert {"stableavatar", "python", "torch", "diffusers", "transformers"} <= set(ready["versions"])
     caps = ready["capabilities"]
     assert "official" in caps["guidance"] and "fixed" in caps["compat"] and "512x512" in caps["resolutions"]
-    assert set(caps["memory_modes"]) == {"full", "model_offload", "sequential_offload", "fp8"}
+    assert set(caps["memory_modes"]) == {"full", "model_offload", "sequential_offload", "fp8", "auto"}
 
 
 def test_job_completes_with_events_in_order(reference):

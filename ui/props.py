@@ -107,12 +107,12 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
                                                   ("bfloat16", "bfloat16", ""), ("float32", "float32", "")],
                         default="AUTO")
     memory_mode: EnumProperty(name="Memory mode", items=[
-        ("AUTO", "Auto", "The backend's default"),
+        ("auto", "Auto", "The fastest mode that fits the GPU's free memory"),
         ("full", "Full", "Everything on the GPU: fastest, needs the most memory"),
         ("model_offload", "Model Offload", "Move models to the GPU only while they run"),
         ("sequential_offload", "Sequential Offload", "Layer by layer: slowest, least GPU memory"),
-        ("fp8", "FP8", "8-bit transformer weights"),
-    ], default="AUTO")
+        ("fp8", "FP8", "8-bit transformer weights (approximate)"),
+    ], default="auto")
     jobs_dir: StringProperty(name="Jobs folder", subtype="DIR_PATH",
                              description="Where job folders (audio, still, frames) go "
                                          "(empty: the extension's user folder)")

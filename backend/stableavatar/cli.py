@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from .errors import StableAvatarError
-from .params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, OVERLAP_WEIGHTS, RESOLUTION_PRESETS,
+from .params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MEMORY_MODE_CHOICES, OVERLAP_WEIGHTS,
+                     RESOLUTION_PRESETS,
                      GenerationParams)
 
 EXIT_CODES = {"bad_input": 2, "missing_weights": 3, "out_of_memory": 4, "cancelled": 130, "internal": 1}
@@ -53,7 +54,8 @@ def add_runtime_args(p: argparse.ArgumentParser, checkpoints_required: bool = Fa
     r.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     r.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="default: bfloat16 on cuda (as released), float32 on cpu")
-    r.add_argument("--memory-mode", choices=("full", "model_offload", "sequential_offload", "fp8"), default="full")
+    r.add_argument("--memory-mode", choices=MEMORY_MODE_CHOICES, default="full",
+                   help="auto = the fastest mode that fits the free GPU memory")
 
 
 def params_from_args(args) -> GenerationParams:

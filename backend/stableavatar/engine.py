@@ -32,16 +32,16 @@ from .checkpoints import CheckpointTree, file_sha256, locate
 from .errors import CancelledError, OutOfMemoryError, UserInputError
 from .guidance import branches, combine
 from .image import load_reference
-from .memory import dit_on_device, place_transformer
+from .memory import T5_BYTES, dit_on_device, fits_now, place_transformer, resolve_memory_mode
 from .output import VideoEncoder, to_uint8_frames, write_json, write_png
-from .params import FPS, WINDOW_FRAMES, GenerationParams
+from .params import FPS, MEMORY_MODE_CHOICES, NEXT_MEMORY_MODE, WINDOW_FRAMES, GenerationParams
 from .schedule import flow_sigmas
+from .speed import attention_context, step_tensors
 from .state import SamplerState
 from .windows import WINDOW_LATENTS, Window, fuse_window_overlap, fusion_weights, latent_frames, plan_windows
 
 log = logging.getLogger("stableavatar")
 
-MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
 RESULT_NAMES = ("manifest.json", "video.mp4", "latents.safetensors")
 
 
@@ -84,6 +84,8 @@ class Engine:
         self.device = torch.device(device)
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         self.memory_mode = memory_mode
+        self.memory_mode_requested = memory_mode   # "auto" when the mode was chosen from the free GPU memory
+        self.attention = "native"                  # a speed.EXACT_ATTENTION backend; native = SDPA's own choice
         self.transformer_override = transformer
         self._dit = None
         self._dit_path: Path | None = None
@@ -102,9 +104,15 @@ class Engine:
             raise UserInputError(f"unknown device {device!r}", hint="use cpu or cuda")
         if dtype not in ("float32", "bfloat16"):
             raise UserInputError(f"dtype must be float32 or bfloat16, not {dtype!r}")
-        if memory_mode not in MEMORY_MODES:
-            raise UserInputError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {memory_mode!r}")
+        if memory_mode not in MEMORY_MODE_CHOICES:
+            raise UserInputError(f"memory mode must be one of {', '.join(MEMORY_MODE_CHOICES)}, not {memory_mode!r}")
+        requested = memory_mode
+        # "auto": the fastest exact mode that fits the free GPU memory now, sized for the largest trained
+        # resolution (480x832 / 832x480), so one engine serves every preset
+        memory_mode = resolve_memory_mode(memory_mode, device, 480, 832,
+                                          torch.bfloat16 if dtype == "bfloat16" else torch.float32)
         engine = cls(locate(checkpoints), device, dtype, memory_mode, transformer)
+        engine.memory_mode_requested = requested
         engine._load_resident()
         return engine
 
@@ -254,8 +262,18 @@ class Engine:
         arch = self.tree.arch or {}
         todo = [s for s in (p.negative_prompt, p.prompt) if s not in self._text_cache]
         if todo:
+            # sequential offload is for small cards: stream umT5-XXL's layers (11 GB in bf16) instead of loading it
+            # ... and on any card where it does not fit next to what is already resident (12-16 GB cards)
+            stream = self.device.type == "cuda" and (self.memory_mode == "sequential_offload"
+                                                     or not (self.tree.tiny or fits_now(T5_BYTES, self.device)))
             te = load_text_encoder(self.tree.files["t5"], self.tree.files["tokenizer"], arch.get("t5"),
-                                   device=self.device, dtype=self.dtype)
+                                   device="cpu" if stream else self.device, dtype=self.dtype)
+            if stream:
+                from accelerate import cpu_offload
+
+                cpu_offload(te.model, execution_device=self.device)
+            if len(self._text_cache) > 64:
+                self._text_cache.clear()  # embeddings are small, but a long batch of prompts should not pile up
             with torch.no_grad():
                 for s, emb in zip(todo, te.encode(todo)):
                     self._text_cache[s] = emb.cpu()
@@ -302,20 +320,23 @@ class Engine:
         # official pads a shorter final window to 21 latent frames of tokens; fixed windows are always full
         seq_len = None if compat.exact_final_window else WINDOW_LATENTS * (h // 2) * (w // 2)
 
-        with dit_on_device(dit, self.memory_mode, self.device):
+        with dit_on_device(dit, self.memory_mode, self.device), attention_context(self.attention):
             return self._denoise_steps(dit, job, cond, hooks, progress, latents, start, state_dtype, seq_len)
 
     def _denoise_steps(self, dit, job, cond, hooks, progress, latents, start, state_dtype, seq_len):
         p, compat = job.params, job.compat
         sigmas, timesteps = flow_sigmas(p.steps)
+        # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
+        # synchronises the stream (once per step for dt, once per fused window for the weights)
+        dts, ts = step_tensors(sigmas, timesteps, self.device)
         plan = branches(p.guidance, compat)
-        weights = {n: fusion_weights(n, p.overlap_weights) for n in {win.fuse for win in job.windows if win.fuse}}
+        weights = {n: fusion_weights(n, p.overlap_weights).to(self.device)
+                   for n in {win.fuse for win in job.windows if win.fuse}}
         context = [cond["text"][k] for k in plan.text]
         clip3 = cond["clip"].expand(3, -1, -1)
         for i in range(start, p.steps):
             progress.phase("denoise", step=i)
-            dt = (sigmas[i + 1] - sigmas[i]).to(self.device)  # float32, as diffusers' scheduler.step computes it
-            t3 = torch.full((3,), float(timesteps[i]), device=self.device)
+            dt, t3 = dts[i], ts[i]  # float32 sigma difference (as diffusers' scheduler.step) and the 3 timesteps
             pred = torch.zeros_like(latents)
             for win in job.windows:
                 if hooks.should_cancel and hooks.should_cancel():
@@ -370,7 +391,8 @@ class Engine:
                       "width": job.params.width, "height": job.params.height},
             "windows": [vars(w) for w in job.windows],
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-            "memory_mode": self.memory_mode,
+            "memory_mode": self.memory_mode, "memory_mode_requested": self.memory_mode_requested,
+            "attention": self.attention,
             "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny,
                             "transformer": str(self._dit_path),
                             "sha256": {str(p.relative_to(tree.root)): file_sha256(p) for p in tree.weight_files()}},
@@ -426,7 +448,7 @@ def _fingerprint(params: GenerationParams, image: Path, wave: np.ndarray, transf
 
 
 def _oom_hint(mode: str, params: GenerationParams) -> str:
-    nxt = {"full": "model_offload", "model_offload": "fp8", "fp8": "sequential_offload"}.get(mode)
+    nxt = NEXT_MEMORY_MODE.get(mode)
     smaller = " or a smaller resolution such as 512x512" if params.width * params.height > 512 * 512 else ""
     if nxt:
         return f"retry with memory mode {nxt}{smaller}"

@@ -20,6 +20,11 @@ COMPAT_MODES = ("fixed", "official")
 OVERLAP_WEIGHTS = ("uniform", "log")
 FIT_MODES = ("squash", "crop", "pad")
 DTYPES = ("float32", "bfloat16")
+MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")  # fastest first; see memory.py
+MEMORY_MODE_CHOICES = MEMORY_MODES + ("auto",)                          # auto: the fastest that fits the GPU
+# what to try after an out-of-memory error, cheapest change first: model_offload keeps idle models on the CPU,
+# fp8 halves the DiT's resident weights, sequential_offload streams layer by layer (slowest, smallest)
+NEXT_MEMORY_MODE = {"full": "model_offload", "model_offload": "fp8", "fp8": "sequential_offload"}
 DEVICES = ("cpu", "cuda")
 
 FPS = 25

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .oom import MEMORY_MODES
+from ..params import MEMORY_MODE_CHOICES
 
 
 def _engine_flags(p: argparse.ArgumentParser, defaults_note: str) -> None:
@@ -14,7 +14,7 @@ def _engine_flags(p: argparse.ArgumentParser, defaults_note: str) -> None:
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                    help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--memory-mode", choices=MEMORY_MODES, default=None,
+    p.add_argument("--memory-mode", choices=MEMORY_MODE_CHOICES, default=None,
                    help="full: everything on the GPU; model_offload: one model at a time; sequential_offload: "
                         "layer by layer (least memory, slowest); fp8: fp8 weight storage")
     p.add_argument("--log-dir", default=None, metavar="DIR",

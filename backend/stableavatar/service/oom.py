@@ -5,10 +5,7 @@ import gc
 
 from ..errors import OutOfMemoryError
 
-# Cheapest change first, the same ladder as the engine's own hint: model_offload keeps idle models on the CPU,
-# fp8 halves the DiT's resident weights, sequential_offload streams layer by layer (slowest, smallest).
-NEXT_MODE = {"full": "model_offload", "model_offload": "fp8", "fp8": "sequential_offload"}
-MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
+from ..params import NEXT_MEMORY_MODE as NEXT_MODE
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -17,8 +17,8 @@ import uuid
 
 from .. import __version__
 from ..errors import CancelledError, CheckpointError, StableAvatarError, UserInputError
-from ..params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, OVERLAP_WEIGHTS, RESOLUTION_PRESETS,
-                      GenerationParams)
+from ..params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MEMORY_MODE_CHOICES, OVERLAP_WEIGHTS,
+                      RESOLUTION_PRESETS, GenerationParams)
 from . import logs, oom, protocol, runner
 from .jobdir import JobDir, JobLockedError, existing_file
 
@@ -98,7 +98,7 @@ class Worker:
         caps = {"guidance": list(GUIDANCE_MODES), "compat": list(COMPAT_MODES),
                 "resolutions": list(RESOLUTION_PRESETS), "resolution_multiple": 16,
                 "overlap_weights": list(OVERLAP_WEIGHTS), "fit": list(FIT_MODES),
-                "memory_modes": list(oom.MEMORY_MODES), "ops": list(protocol.REQUIRED)}
+                "memory_modes": list(MEMORY_MODE_CHOICES), "ops": list(protocol.REQUIRED)}
         fields = {"pid": os.getpid(), "capabilities": caps, "limits": {"max_line_bytes": protocol.MAX_LINE_BYTES}}
         if self.engine is not None:
             info = self.engine.info()
