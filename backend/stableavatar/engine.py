@@ -393,7 +393,8 @@ class Engine:
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             "memory_mode": self.memory_mode, "memory_mode_requested": self.memory_mode_requested,
             "attention": self.attention,
-            "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny,
+            # arch: a tiny tree's hyper-parameters (None for real weights): the hashes alone do not say what ran
+            "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny, "arch": tree.arch,
                             "transformer": str(self._dit_path),
                             "sha256": {str(p.relative_to(tree.root)): file_sha256(p) for p in tree.weight_files()}},
             "versions": versions(),
