@@ -74,7 +74,8 @@ def test_build_makes_an_installable_zip_without_dev_files(tmp_path):
                    "ui/panels.py", "pyproject.toml", "backend/stableavatar/__init__.py"):
         assert needed in names
     for n in names:
-        assert not n.startswith(("tests/", ".venv", "docs/", "demo/", "bench/", ".ci/", "backend/tests/")), n
+        assert not n.startswith(("tests/", ".venv", "docs/", "demo/", "bench/", ".ci/", "backend/tests/", "dist/",
+                                 "demo-output/")), n
         assert "__pycache__" not in n and ".egg-info" not in n, n
     out = subprocess.run([sys.executable, str(BLENDER_EXT), "validate", str(zip_path)],
                          capture_output=True, text=True)
