@@ -41,36 +41,29 @@ def _bad_files(tmp):
     return tmp
 
 
-@pytest.mark.parametrize("case", ["missing image", "corrupt image", "missing audio", "corrupt audio",
-                                  "silent audio", "audio shorter than one frame", "width", "height", "overlap low",
-                                  "overlap high", "steps"])
+# case -> (which input to replace and with what, extra flags, expected words)
+BAD_INPUT = {
+    "missing image": ({"image": "nope.png"}, [], "does not exist"),
+    "corrupt image": ({"image": "corrupt.png"}, [], "cannot read image"),
+    "missing audio": ({"audio": "nope.wav"}, [], "does not exist"),
+    "corrupt audio": ({"audio": "corrupt.wav"}, [], "cannot decode audio"),
+    "silent audio": ({"audio": "silent.wav"}, [], "silent"),
+    "audio shorter than one frame": ({"audio": "tiny.wav"}, [], "shorter than one video frame"),
+    "width": ({}, ["--width", "100"], "multiple of 16"),
+    "height": ({}, ["--height", "72"], "multiple of 16"),
+    "overlap low": ({}, ["--overlap", "1"], "overlap 1 is out of range"),
+    "overlap high": ({}, ["--overlap", "21"], "overlap 21 is out of range"),
+    "steps": ({}, ["--steps", "0"], "steps"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input(case, good, tiny_tree, tmp_path):
     bad = _bad_files(tmp_path)
-    image, audio, extra, needle = good["image"], good["audio"], [], None
-    if case == "missing image":
-        image, needle = bad / "nope.png", "does not exist"
-    elif case == "corrupt image":
-        image, needle = bad / "corrupt.png", "cannot read image"
-    elif case == "missing audio":
-        audio, needle = bad / "nope.wav", "does not exist"
-    elif case == "corrupt audio":
-        audio, needle = bad / "corrupt.wav", "cannot decode audio"
-    elif case == "silent audio":
-        audio, needle = bad / "silent.wav", "silent"
-    elif case == "audio shorter than one frame":
-        audio, needle = bad / "tiny.wav", "shorter than one video frame"
-    elif case == "width":
-        extra, needle = ["--width", "100"], "multiple of 16"
-    elif case == "height":
-        extra, needle = ["--height", "72"], "multiple of 16"
-    elif case == "overlap low":
-        extra, needle = ["--overlap", "1"], "overlap 1 is out of range"
-    elif case == "overlap high":
-        extra, needle = ["--overlap", "21"], "overlap 21 is out of range"
-    elif case == "steps":
-        extra, needle = ["--steps", "0"], "steps"
+    replace, extra, needle = BAD_INPUT[case]
+    inputs = dict(good, **{k: bad / v for k, v in replace.items()})
     out = tmp_path / "out"
-    res = _gen(tiny_tree, image, audio, out, *extra)
+    res = _gen(tiny_tree, inputs["image"], inputs["audio"], out, *extra)
     _assert_refused(res, out, needle, "hint: ")
     assert res.returncode == 2
 
