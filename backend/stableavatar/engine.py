@@ -139,12 +139,9 @@ class Engine:
             self._dit = None
             self._free()
             dit = StableAvatarDiT.from_official(self.tree.base, path, self.tree.arch, dtype=self.dtype, device="cpu")
-            self._dit = self._place_dit(dit)
+            self._dit = place_transformer(dit, self.memory_mode, self.device, self.dtype)
             self._dit_path = path
         return self._dit
-
-    def _place_dit(self, dit):
-        return place_transformer(dit, self.memory_mode, self.device, self.dtype)
 
     @contextmanager
     def _on_device(self, module):
