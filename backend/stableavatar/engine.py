@@ -463,7 +463,9 @@ def versions() -> dict:
 
 
 class _Progress:
-    """Turns engine milestones into progress events with an overall fraction and a measured ETA."""
+    """Turns engine milestones into progress events with an overall fraction and an ETA measured from the work
+    done so far: denoising calls while denoising, decoded frames while decoding (decode cost per frame is not
+    known before the first chunk, so the denoise-phase ETA covers denoising only)."""
     SPAN = {"load": (0.0, 0.02), "encode": (0.02, 0.05), "denoise": (0.05, 0.9), "decode": (0.9, 0.98), "mux": (0.98, 1.0)}
 
     def __init__(self, sink, steps: int, windows: int, frames_total: int, start_step: int):
@@ -471,7 +473,7 @@ class _Progress:
         self.start_step = start_step
         self.state = {"phase": "load", "step": start_step, "steps": steps, "window": 0, "windows": windows,
                       "fraction": 0.0, "eta_s": None, "frames_written": 0, "frames_total": frames_total}
-        self._t_denoise = None
+        self._t_denoise = self._t_decode = None
         self._done_calls = 0
 
     def _emit(self, **kw):
@@ -482,6 +484,8 @@ class _Progress:
     def phase(self, name: str, step: int | None = None):
         if name == "denoise" and self._t_denoise is None:
             self._t_denoise = time.perf_counter()
+        if name == "decode":
+            self._t_decode = time.perf_counter()
         if name == "denoise" and step is not None and self.state["phase"] == "denoise":
             self.state["step"] = step
             return
@@ -494,7 +498,7 @@ class _Progress:
         self._done_calls += 1
         elapsed = time.perf_counter() - self._t_denoise
         per_call = elapsed / self._done_calls
-        eta = per_call * (calls_total - self._done_calls) * 1.15  # + decode/mux, roughly measured at tiny and real size
+        eta = per_call * (calls_total - self._done_calls)
         lo, hi = self.SPAN["denoise"]
         done = (step * self.windows + window + 1) / (self.steps * self.windows)
         self._emit(phase="denoise", step=step + (window + 1 == self.windows), window=window + 1,
@@ -502,7 +506,8 @@ class _Progress:
 
     def frames(self, written: int):
         lo, hi = self.SPAN["decode"]
-        self._emit(phase="decode", frames_written=written,
+        per_frame = (time.perf_counter() - self._t_decode) / max(1, written)
+        self._emit(phase="decode", frames_written=written, eta_s=round(per_frame * (self.frames_total - written), 1),
                    fraction=round(lo + (hi - lo) * written / max(1, self.frames_total), 4))
 
     def done(self):
