@@ -445,7 +445,8 @@ class Bench:
         windows = plan_windows(num_latents, 5, wave.size, compat)
         params = GenerationParams(width=width, height=height, steps=self.scale.steps, compat=compat_name)
         num_frames = frames if compat.trim_to_audio else 4 * (num_latents - 1) + 1
-        job = Prepared(params, compat, wave, num_frames, num_latents, windows, "bench", Path("."), Path("."))
+        job = Prepared(params, compat, wave, torch.zeros(1, 3, height, width), num_frames, num_latents, windows,
+                       Path("."), Path("."), fingerprint="bench")
         eng = Engine(None, str(self.device), "bfloat16", "full", None)
         inp = self.inputs(width, height)
         dit = memory.place_transformer(clone_dit(self.master, self.scale), "full", self.device, self.dtype)

@@ -130,13 +130,13 @@ def cmd_generate(args) -> int:
     from .engine import Engine, prepare_job
 
     params = params_from_args(args)
-    prepare_job(args.image, args.audio, params)  # fail on bad input before loading gigabytes of weights
+    job = prepare_job(args.image, args.audio, params)  # fail on bad input before loading gigabytes of weights
     device, dtype = runtime_defaults(args)
     engine = Engine.load(args.checkpoints, args.transformer, device, dtype, args.memory_mode)
     if engine.tree.tiny:
         warn_tiny(engine.tree.root)
     result = engine.generate(args.image, args.audio, args.out, params, hooks=TqdmHooks().hooks(),
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, job=job)
     print(f"{result.num_frames} frames -> {result.video}", file=sys.stderr)
     print(result.video)
     return 0

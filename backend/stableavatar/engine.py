@@ -70,12 +70,13 @@ class Prepared:
     params: GenerationParams
     compat: compat_modes.Compat
     wave: np.ndarray
+    reference: torch.Tensor  # [1, 3, H, W] in [-1, 1], fitted to the output size
     num_frames: int          # frames the video will have
     num_latents: int
     windows: list[Window]
-    fingerprint: str
     image_path: Path
     audio_path: Path
+    fingerprint: str = ""    # set by the engine: it depends on the transformer file and dtype too
 
 
 class Engine:
@@ -184,17 +185,22 @@ class Engine:
     # ------------------------------------------------------------------ preparation
     def check_inputs(self, image, audio, params: GenerationParams) -> Prepared:
         """Validate everything cheap before a job is queued or models are touched."""
-        return prepare_job(image, audio, params,
-                           self.tree.transformer_for(params.width, params.height, self.transformer_override),
-                           str(self.dtype))
+        return self._fingerprinted(prepare_job(image, audio, params))
+
+    def _fingerprinted(self, job: Prepared) -> Prepared:
+        transformer = self.tree.transformer_for(job.params.width, job.params.height, self.transformer_override)
+        job.fingerprint = _fingerprint(job, transformer, str(self.dtype))
+        return job
 
     # ------------------------------------------------------------------ generation
     def generate(self, image, audio, out_dir, params: GenerationParams, hooks: Hooks | None = None,
-                 resume: SamplerState | None = None, overwrite: bool = False) -> GenerationResult:
+                 resume: SamplerState | None = None, overwrite: bool = False,
+                 job: Prepared | None = None) -> GenerationResult:
+        """`job`: the result of `prepare_job` for these inputs, when the caller already validated them."""
         hooks = hooks or Hooks()
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        job = self.check_inputs(image, audio, params)
+        job = self._fingerprinted(job or prepare_job(image, audio, params))
         out_dir = Path(out_dir)
         _check_out_dir(out_dir, overwrite or resume is not None)
         if resume is not None and resume.fingerprint != job.fingerprint:
@@ -279,7 +285,7 @@ class Engine:
         text = {"neg": self._text_cache[p.negative_prompt].to(self.device, self.dtype),
                 "pos": self._text_cache[p.prompt].to(self.device, self.dtype)}
 
-        reference = load_reference(job.image_path, p.width, p.height, p.fit)  # [1, 3, H, W] in [-1, 1]
+        reference = job.reference
         ie = load_image_encoder(self.tree.files["clip"], arch.get("clip"), device=self.device, dtype=torch.float32)
         with torch.no_grad():
             clip = ie.encode(reference.to(self.device)).to(self.dtype)
@@ -401,19 +407,18 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
-def prepare_job(image, audio, params: GenerationParams, transformer: Path | None = None, dtype: str = "") -> Prepared:
+def prepare_job(image, audio, params: GenerationParams) -> Prepared:
     """Read and validate the inputs and plan the windows; needs no model, so callers run it before loading any."""
     params.validate()
     compat = compat_modes.get(params.compat)
     image_path, audio_path = Path(image), Path(audio)
-    load_reference(image_path, params.width, params.height, params.fit)  # decodes: catches corrupt files now
+    reference = load_reference(image_path, params.width, params.height, params.fit)
     wave = load_audio(audio_path, allow_silent=params.allow_silent)
     frames_of_audio = num_video_frames(wave.size)
     num_latents = latent_frames(frames_of_audio, compat)
     windows = plan_windows(num_latents, params.overlap, wave.size, compat)
     num_frames = frames_of_audio if compat.trim_to_audio else 4 * (num_latents - 1) + 1
-    fingerprint = _fingerprint(params, image_path, wave, transformer, dtype)
-    return Prepared(params, compat, wave, num_frames, num_latents, windows, fingerprint, image_path, audio_path)
+    return Prepared(params, compat, wave, reference, num_frames, num_latents, windows, image_path, audio_path)
 
 
 def _audio_slice(wave: np.ndarray, win: Window) -> np.ndarray:
@@ -434,14 +439,12 @@ def _check_out_dir(out_dir: Path, may_replace: bool) -> None:
         raise UserInputError(f"output folder {out_dir} is not writable")
 
 
-def _fingerprint(params: GenerationParams, image: Path, wave: np.ndarray, transformer: Path | None, dtype: str) -> str:
+def _fingerprint(job: Prepared, transformer: Path, dtype: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps(params.to_dict(), sort_keys=True).encode())
-    h.update(image.read_bytes())
-    h.update(wave.tobytes())
-    if transformer is not None:
-        h.update(f"{transformer.name}|{transformer.stat().st_size}".encode())
-    h.update(dtype.encode())
+    h.update(json.dumps(job.params.to_dict(), sort_keys=True).encode())
+    h.update(job.image_path.read_bytes())
+    h.update(job.wave.tobytes())
+    h.update(f"{transformer.name}|{transformer.stat().st_size}|{dtype}".encode())
     return h.hexdigest()
 
 
