@@ -28,7 +28,8 @@ $(BPY45)/.installed:
 
 # With real weights ($$STABLEAVATAR_CHECKPOINTS) both demos use them; otherwise the tiny random tree, loudly.
 demo: $(STAMP)
-	$(PY) -m stableavatar demo --out demo-output
+	$(PY) -m stableavatar demo --out demo-output --image tests/data/media/case-1-reference.png \
+	  --audio tests/data/media/case-2-speech.wav --fallback-checkpoints tests/data/parity/checkpoints
 	$(PY) demo/blender_demo.py --out demo-output/blender \
 	  $(if $(STABLEAVATAR_CHECKPOINTS),--checkpoints $(STABLEAVATAR_CHECKPOINTS) --size 512 --steps 50 --device cuda,)
 

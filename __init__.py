@@ -1,18 +1,20 @@
 """StableAvatar for Blender: animate a character still with a voice strip from the Video Sequencer.
 
 Registration only. The model runs in a separate backend process (`python -m stableavatar serve --stdio`);
-this extension never imports torch. Layout: blender_addon/ (no bpy: protocol client, jobs, timing, audio
-maths, version shims), operators/ and ui/ (bpy classes).
+this extension never imports torch. Layout: blender_addon/ (no bpy: the contract, protocol client, job rows,
+job folders, timing and audio maths, version shims), preferences.py, operators/ and ui/ (bpy classes).
 """
 import atexit
 
 import bpy
 from bpy.app.handlers import persistent
 
+from . import preferences
 from .operators import animate, backend_ops, job_ops, runtime
 from .ui import panels, props
 
-CLASSES = props.classes + animate.classes + job_ops.classes + backend_ops.classes + panels.classes
+CLASSES = (preferences.classes + props.classes + animate.classes + job_ops.classes + backend_ops.classes
+           + panels.classes)
 
 
 @persistent

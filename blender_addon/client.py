@@ -1,13 +1,14 @@
 """The backend subprocess and its JSON-lines pipe (docs/protocol.md), without bpy.
 
-One reader thread turns stdout lines into dicts on a `queue.Queue`; the main thread (Blender's timer tick)
-drains it. When the process ends the reader posts one `{"type": "exit", ...}` event with the return code
-and the tail of the log, so a killed backend always surfaces as an error row.
+One reader thread turns stdout lines into events on a `queue.Queue`; the main thread (Blender's timer tick)
+drains it. Lines are checked against the contract here, so the tick only ever sees well-formed events: a line
+that breaks it becomes `{"type": "log", ...}` (kept visible, never raised). When the process ends the reader
+posts one `{"type": "exit", ...}` event with the return code and the tail of the log, so a killed backend
+always surfaces as an error row.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import queue
 import signal
@@ -15,21 +16,31 @@ import subprocess
 import sys
 import threading
 
-PROTOCOL = 1
+from . import contract
+
 _generation = itertools.count(1)
 
 
-def backend_command(python: str, checkpoints: str, device: str, dtype: str = "", memory_mode: str = "",
-                    log_dir: str = "") -> list[str]:
-    argv = [python, "-u", "-m", "stableavatar", "serve", "--stdio", "--checkpoints", checkpoints,
-            "--device", device]
-    if dtype:
-        argv += ["--dtype", dtype]
-    if memory_mode:
-        argv += ["--memory-mode", memory_mode]
-    if log_dir:
-        argv += ["--log-dir", log_dir]
-    return argv
+def backend_command(python: str, settings: contract.EngineSettings, log_dir: str = "") -> list[str]:
+    """`python -m stableavatar serve --stdio` with the engine settings as flags."""
+    argv = [python, "-u", "-m", "stableavatar", "serve", "--stdio", *settings.validate().argv()]
+    return argv + (["--log-dir", log_dir] if log_dir else [])
+
+
+def incompatible(ready: dict) -> str | None:
+    """Why this add-on cannot work with the worker that sent `ready` (None when it can)."""
+    caps = ready.get("capabilities") if isinstance(ready.get("capabilities"), dict) else {}
+    theirs = caps.get("protocol", ready.get("protocol"))
+    if theirs != contract.PROTOCOL:
+        return (f"the backend speaks protocol {theirs}, this add-on protocol {contract.PROTOCOL}: update the "
+                "backend (Install Backend) or the extension so that both are the same version")
+    return None
+
+
+def known_params(params: dict, ready: dict | None) -> dict:
+    """The parameters the worker knows (from `ready.capabilities.params`); all of them before `ready`."""
+    known = ((ready or {}).get("capabilities") or {}).get("params")
+    return params if not isinstance(known, dict) else {k: v for k, v in params.items() if k in known}
 
 
 def clean_env() -> dict:
@@ -92,23 +103,21 @@ class BackendClient:
     def _read(self):
         assert self.proc and self.proc.stdout
         for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
+            if not raw.strip():
                 continue
             try:
-                event = json.loads(line)
-                if not isinstance(event, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                event = {"type": "log", "message": line}  # a stray print in the backend; keep it visible
+                event = contract.parse_event(raw)
+            except contract.ContractError as exc:  # a stray print, or a newer worker's event: keep it visible
+                event = {"type": "log", "message": raw.decode("utf-8", "replace").strip()[:500],
+                         "reason": exc.message}
             self._post(event)
         code = self.proc.wait()
         self._post({"type": "exit", "returncode": code, "log_tail": tail(self.log_path)})
 
     def send(self, op: str, **fields) -> bool:
-        """Write one request; False when the backend is gone (its exit event follows)."""
-        msg = {"protocol": PROTOCOL, "op": op, **fields}
-        data = (json.dumps(msg) + "\n").encode("utf-8")
+        """Write one request (checked against the contract); False when the backend is gone (its exit event
+        follows)."""
+        data = contract.encode(contract.request(op, **fields))
         with self._lock:
             if not self.alive or self.proc.stdin is None or self.proc.stdin.closed:
                 return False
@@ -120,15 +129,9 @@ class BackendClient:
                 return False
 
     def submit(self, job_id: str, job_dir: str, image: str | None = None, audio: str | None = None,
-               params: dict | None = None) -> bool:
-        fields = {"id": job_id, "job_dir": job_dir}
-        if image:
-            fields["image"] = image
-        if audio:
-            fields["audio"] = audio
-        if params:
-            fields["params"] = params
-        return self.send("submit", **fields)
+               params: dict | None = None, client: dict | None = None) -> bool:
+        return self.send("submit", id=job_id, job_dir=job_dir, image=image, audio=audio, params=params,
+                         client=client)
 
     def cancel(self, job_id: str) -> bool:
         return self.send("cancel", id=job_id)

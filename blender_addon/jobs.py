@@ -1,8 +1,9 @@
-"""Job model: what the add-on remembers about a job, in the .blend and in the job's directory.
+"""What the add-on keeps about a job, and where: the job folder is the record, the .blend only points at it.
 
-The backend owns `job.json`, `frames/`, `manifest.json` (docs/protocol.md). The add-on adds
-`blender_job.json`: where the result goes on the timeline. With both, a reopened .blend (or a Blender
-restarted after a crash) can resubmit a running job to resume it, or import a finished one.
+The backend owns the job folder's `job.json` (docs/protocol.md). The add-on puts its own part of the job, the
+`Placement` (where the result goes on the timeline), into the submit request's `client` field, which the backend
+stores in `job.json` unchanged. So there is one record per job folder, and a reopened .blend (or a Blender
+restarted after a crash) can resume a running job or import a finished one from the folder alone.
 """
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
-BLENDER_JOB_FILE = "blender_job.json"
-
-# Status values, shared by the .blend PropertyGroup enum and the job file.
-PREPARING, QUEUED, RUNNING, CANCELLING, IMPORTED, CANCELLED, ERROR = (
-    "PREPARING", "QUEUED", "RUNNING", "CANCELLING", "IMPORTED", "CANCELLED", "ERROR")
-ACTIVE = (PREPARING, QUEUED, RUNNING, CANCELLING)
+from .contract import FRAME_PATTERN, JOB_FILES, input_name
 
 
 def new_job_id() -> str:
@@ -37,45 +33,56 @@ class Placement:
     take: int = 1
     replace_previous: bool = False
 
-
-@dataclass
-class JobRecord:
-    id: str
-    job_dir: str
-    image: str
-    audio: str
-    params: dict
-    placement: Placement
-    samples: int = 0
-    created: float = field(default_factory=time.time)
-
-    def save(self):
-        os.makedirs(self.job_dir, exist_ok=True)
-        tmp = os.path.join(self.job_dir, BLENDER_JOB_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, os.path.join(self.job_dir, BLENDER_JOB_FILE))
+    def client_record(self) -> dict:
+        """The submit request's `client` field."""
+        return {"placement": asdict(self)}
 
     @classmethod
-    def load(cls, job_dir: str) -> "JobRecord":
-        with open(os.path.join(job_dir, BLENDER_JOB_FILE), encoding="utf-8") as f:
-            d = json.load(f)
-        d["placement"] = Placement(**d["placement"])
-        return cls(**d)
+    def from_client_record(cls, record: dict) -> "Placement":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (record or {}).get("placement", {}).items() if k in names})
+
+
+def path(job_dir: str, name: str) -> str:
+    """A file of the job folder by its role (contract.JOB_FILES)."""
+    return os.path.join(job_dir, JOB_FILES[name])
+
+
+def input_path(job_dir: str, kind: str, suffix: str) -> str:
+    """Where the add-on writes an input, so the backend uses it in place (kind: image or audio)."""
+    return os.path.join(job_dir, JOB_FILES["inputs"], input_name(kind, suffix))
+
+
+def read_request(job_dir: str) -> dict | None:
+    """The backend's job.json, or None when the job was never accepted (or the file is unreadable)."""
+    try:
+        with open(path(job_dir, "request"), encoding="utf-8") as f:
+            req = json.load(f)
+        return req if isinstance(req, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_placement(job_dir: str) -> Placement:
+    req = read_request(job_dir)
+    if req is None or not isinstance(req.get("client"), dict):
+        raise ValueError(f"{path(job_dir, 'request')} is missing or has no placement: the job cannot be imported")
+    return Placement.from_client_record(req["client"])
 
 
 def frame_files(frames_dir: str) -> list[str]:
-    """The frame file names the backend wrote, in order."""
+    """The frame file names the backend wrote, in order (its temporary files never match)."""
+    n = len(FRAME_PATTERN.format(0))
     try:
-        return sorted(n for n in os.listdir(frames_dir) if n.lower().endswith(".png"))
+        return sorted(f for f in os.listdir(frames_dir) if len(f) == n and f.endswith(".png") and f[:-4].isdigit())
     except OSError:
         return []
 
 
 def finished_result(job_dir: str) -> tuple[str, int] | None:
     """(frames_dir, count) when the backend finished this job (manifest written last), else None."""
-    frames_dir = os.path.join(job_dir, "frames")
-    if not os.path.isfile(os.path.join(job_dir, "manifest.json")):
+    frames_dir = path(job_dir, "frames")
+    if not os.path.isfile(path(job_dir, "manifest")):
         return None
     n = len(frame_files(frames_dir))
     return (frames_dir, n) if n else None

@@ -1,8 +1,9 @@
 """Animate Avatar, Animate Selected Strips, Animate Shots: turn strips into queued backend jobs.
 
-Each job gets its own folder with the exact audio (16 kHz mono WAV of what the timeline plays), the
-character still, and `blender_job.json` (where the result goes). Nothing in the scene changes until the
-frames come back.
+Each job gets its own folder; the exact audio (16 kHz mono WAV of what the timeline plays) and the character
+still are written straight into its `inputs/`, where the backend uses them in place. Where the result goes
+travels with the request and is stored by the backend in the folder's job.json. Nothing in the scene changes
+until the frames come back.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from ..blender_addon import audio, audio_range, compat, jobs as jobmodel, timing
+from ..blender_addon import audio, audio_range, compat, contract, jobs, rows, timing
 from . import runtime
 
 
@@ -102,12 +103,11 @@ def image_strip_still(scene, name: str, frame: int) -> str:
 
 
 def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
+    rendered = jobs.input_path(job_dir, "image", ".png")
     if shot.render_scene is not None:
-        return render_camera_still(shot.render_scene, shot.render_camera, shot.render_frame,
-                                   os.path.join(job_dir, "still.png"))
+        return render_camera_still(shot.render_scene, shot.render_camera, shot.render_frame, rendered)
     if settings.still_source == "CAMERA":
-        return render_camera_still(scene, settings.camera or scene.camera, shot.left,
-                                   os.path.join(job_dir, "still.png"))
+        return render_camera_still(scene, settings.camera or scene.camera, shot.left, rendered)
     if settings.still_source == "STRIP":
         path = image_strip_still(scene, settings.image_strip, shot.left)
     else:
@@ -115,7 +115,7 @@ def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
     if not path or not os.path.isfile(path):
         raise JobInputError(f"still image not found: {path or '(none chosen)'}")
     # a copy in the job folder: the job resumes even if the original moves
-    copy = os.path.join(job_dir, "still" + os.path.splitext(path)[1].lower())
+    copy = jobs.input_path(job_dir, "image", os.path.splitext(path)[1])
     shutil.copyfile(path, copy)
     return copy
 
@@ -126,31 +126,33 @@ def queue_shot(context, scene, shot: Shot, audio_mode: str = "") -> tuple[object
     """Prepare inputs and submit one job; returns (job row, error or None). The row exists either way.
     audio_mode: STRIP or MIXDOWN (default: the panel's setting)."""
     settings = scene.stableavatar
-    job_id = jobmodel.new_job_id()
+    job_id = jobs.new_job_id()
     job_dir = os.path.join(runtime.jobs_root(), job_id)
-    os.makedirs(job_dir, exist_ok=True)
     takes = [j.take for j in settings.jobs if j.source == shot.source]
     job = settings.jobs.add()
     job.job_id, job.job_dir, job.source = job_id, job_dir, shot.source
     job.take = max(takes, default=0) + 1
-    job.status, job.message = jobmodel.PREPARING, "preparing audio and still"
+    job.status, job.message = rows.PREPARING, "preparing audio and still"
     settings.active_job = len(settings.jobs) - 1
     try:
-        wav = os.path.join(job_dir, "audio.wav")
-        samples = write_shot_audio(scene, shot, audio_mode or settings.audio_source, wav)
+        params = settings.params()
+        os.makedirs(os.path.join(job_dir, contract.JOB_FILES["inputs"]), exist_ok=True)
+        wav = jobs.input_path(job_dir, "audio", ".wav")
+        write_shot_audio(scene, shot, audio_mode or settings.audio_source, wav)
         still = prepare_still(context, scene, settings, shot, job_dir)
+    except contract.ContractError as exc:
+        rows.set_error(job, exc.message, hint=exc.hint or "")
+        return job, exc.message
     except (JobInputError, audio.AudioError, OSError) as exc:
-        runtime.set_error(job, str(exc))
+        rows.set_error(job, str(exc))
         return job, str(exc)
-    placement = jobmodel.Placement(
+    placement = jobs.Placement(
         scene=scene.name, source=shot.source, frame_start=int(shot.left), channel_above=int(shot.channel_above),
         n_scene_frames=int(shot.right - shot.left), fps=int(scene.render.fps),
         fps_base=float(scene.render.fps_base), take=job.take, replace_previous=settings.replace_previous)
-    record = jobmodel.JobRecord(id=job_id, job_dir=job_dir, image=still, audio=wav, params=settings.params(),
-                                placement=placement, samples=samples)
-    record.save()
-    runtime.submit(job, record)
-    if job.status == jobmodel.ERROR:
+    runtime.set_request(job, still, wav, params, placement)
+    runtime.submit(job)
+    if job.status == rows.ERROR:
         return job, job.message
     return job, None
 

@@ -13,22 +13,12 @@ import threading
 
 import bpy
 
+from ..blender_addon import install, rows
 from ..blender_addon.client import clean_env
-from ..ui.props import prefs
+from ..preferences import prefs
 from . import runtime
 
 EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
-INSTALL_WHAT = (
-    "Creates a Python environment in the extension's user folder and installs the bundled backend into it.",
-    "Downloads: PyTorch with CUDA 12.4 from download.pytorch.org (about 2.5 GB),",
-    "and from PyPI: diffusers, transformers, accelerate, huggingface_hub, safetensors, librosa, soundfile,",
-    "imageio-ffmpeg, pillow, numpy, tqdm, sentencepiece, protobuf and their dependencies (about 1 GB).",
-)
-DOWNLOAD_WHAT = (
-    "Downloads the official StableAvatar weights from Hugging Face (FrancisRing/StableAvatar:",
-    "StableAvatar-1.3B, Wan2.1-Fun-V1.1-1.3B-InP, wav2vec2-base-960h), about 20 GB, into the checkpoints folder.",
-)
 TASK = {"name": "", "proc": None}  # one install/download at a time
 
 
@@ -87,17 +77,12 @@ class STABLEAVATAR_OT_install_backend(_ConfirmDownload, bpy.types.Operator):
     """Create the backend environment and install the backend into it (needs online access)"""
     bl_idname = "stableavatar.install_backend"
     bl_label = "Install Backend"
-    what = INSTALL_WHAT
+    what = install.INSTALL_WHAT
 
     def execute(self, context):
         if self.refuse():
             return {"CANCELLED"}
-        venv = runtime.user_dir("venv", create=False)
-        py = runtime.managed_python()
-        steps = [[sys.executable, "-m", "venv", venv],
-                 [py, "-m", "pip", "install", "--upgrade", "pip"],
-                 [py, "-m", "pip", "install", "torch", "--index-url", TORCH_INDEX],
-                 [py, "-m", "pip", "install", EXTENSION_DIR]]
+        steps = install.install_steps(sys.executable, runtime.user_dir("venv", create=False), EXTENSION_DIR)
         _run_task("install backend", steps, os.path.join(runtime.user_dir("logs"), "install.log"))
         prefs().python = ""  # use the managed environment
         self.report({"INFO"}, "installing the backend in the background; progress in the preferences")
@@ -108,7 +93,7 @@ class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
     """Download the official weights into the checkpoints folder (needs online access)"""
     bl_idname = "stableavatar.download_weights"
     bl_label = "Download Weights"
-    what = DOWNLOAD_WHAT
+    what = install.DOWNLOAD_WHAT
 
     def execute(self, context):
         if self.refuse():
@@ -120,7 +105,7 @@ class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
         p = prefs()
         target = bpy.path.abspath(p.checkpoints) if p.checkpoints else runtime.user_dir("checkpoints")
         p.checkpoints = target
-        _run_task("download weights", [[python, "-m", "stableavatar", "download", "--to", target]],
+        _run_task("download weights", install.download_steps(python, target),
                   os.path.join(runtime.user_dir("logs"), "download.log"))
         self.report({"INFO"}, f"downloading weights to {target} in the background")
         return {"FINISHED"}
@@ -140,7 +125,7 @@ class STABLEAVATAR_OT_check_backend(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if running and runtime.SESSION.info is not None:
-            prefs().backend_report = runtime.format_report(runtime.SESSION.info) + "\n(already running)"
+            prefs().backend_report = rows.format_ready(runtime.SESSION.info) + "\n(already running)"
         else:
             prefs().backend_report = "starting the backend..."  # the tick fills in its ready report
         return {"FINISHED"}

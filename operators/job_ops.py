@@ -5,8 +5,8 @@ import os
 import bpy
 from bpy.props import StringProperty
 
-from ..blender_addon import jobs as jobmodel
-from . import runtime
+from ..blender_addon import jobs, rows
+from . import runtime, timeline
 
 
 class _JobOp:
@@ -39,7 +39,7 @@ class STABLEAVATAR_OT_retry_job(_JobOp, bpy.types.Operator):
 
     def execute(self, context):
         _, job = self.job(context)
-        if job is None or job.status in jobmodel.ACTIVE:
+        if job is None or job.status in rows.ACTIVE:
             return {"CANCELLED"}
         job.error_text = ""
         runtime.submit(job)
@@ -55,11 +55,11 @@ class STABLEAVATAR_OT_reimport_job(_JobOp, bpy.types.Operator):
         scene, job = self.job(context)
         if job is None:
             return {"CANCELLED"}
-        if not jobmodel.finished_result(job.job_dir):
+        if not jobs.finished_result(job.job_dir):
             self.report({"ERROR"}, f"job {job.job_id} has no finished frames in {job.job_dir}")
             return {"CANCELLED"}
-        runtime.import_result(scene, job)
-        if job.status == jobmodel.ERROR:
+        timeline.import_result(scene, job)
+        if job.status == rows.ERROR:
             self.report({"ERROR"}, job.message)
             return {"CANCELLED"}
         return {"FINISHED"}
@@ -101,7 +101,7 @@ class STABLEAVATAR_OT_remove_job(_JobOp, bpy.types.Operator):
         scene, job = self.job(context)
         if job is None:
             return {"CANCELLED"}
-        if job.status in jobmodel.ACTIVE:
+        if job.status in rows.ACTIVE:
             runtime.cancel(job)
         jobs = scene.stableavatar.jobs
         for i, j in enumerate(jobs):

@@ -1,27 +1,26 @@
 """The backend session and the one timer tick that turns backend events into Blender data.
 
 Threads never touch bpy: the client's reader thread only fills `SESSION.events`. `tick()` (a persistent
-`bpy.app.timers` function; tests call it directly because timers never fire headless) drains the queue,
-updates job rows, imports finished frames and tags the sequencer for redraw.
+`bpy.app.timers` function; tests call it directly because timers never fire headless) drains the queue, moves
+job rows (`blender_addon/rows.py` decides how), imports finished frames (`timeline.py`) and redraws.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
-import sys
 import time
 
 import bpy
 
-from ..blender_addon import compat, jobs as jobmodel, timing
-from ..blender_addon.client import BackendClient, backend_command
-from ..ui.props import ADDON_ID, prefs
+from ..blender_addon import install, jobs, rows
+from ..blender_addon.client import BackendClient, backend_command, incompatible, known_params, tail
+from ..preferences import ADDON_ID, prefs
+from . import timeline
 
 TICK_BUSY_S = 0.1
 TICK_IDLE_S = 0.5
 CANCEL_GRACE_S = 20.0  # protocol: cancel lands within one denoising step; then kill
-TAG_JOB = "stableavatar_job"
-TAG_SOURCE = "stableavatar_source"
 
 
 class BackendConfigError(Exception):
@@ -67,9 +66,7 @@ def jobs_root() -> str:
 
 
 def managed_python() -> str:
-    venv = user_dir("venv", create=False)
-    return os.path.join(venv, "Scripts", "python.exe") if sys.platform == "win32" \
-        else os.path.join(venv, "bin", "python")
+    return install.venv_python(user_dir("venv", create=False))
 
 
 def backend_python() -> str:
@@ -91,7 +88,6 @@ def ensure_client() -> BackendClient:
             return client
         stop_backend(settle=False)  # idle, and the preferences changed: start over with the new ones
     elif client is not None:  # died and its exit event not handled yet: settle its jobs first
-        from ..blender_addon.client import tail
         _backend_exited({"returncode": client.proc.returncode, "log_tail": tail(log_path())})
     SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
     SESSION.sent = set()
@@ -111,8 +107,7 @@ def _argv_from_prefs() -> list[str]:
     if not checkpoints or not os.path.isdir(checkpoints):
         raise BackendConfigError(f"checkpoints folder not found: {checkpoints!r}. Set it in the preferences, "
                                  "or press Download Weights")
-    return backend_command(python, checkpoints, p.device, "" if p.dtype == "AUTO" else p.dtype,
-                           p.memory_mode, user_dir("logs"))
+    return backend_command(python, p.engine_settings(checkpoints), user_dir("logs"))
 
 
 def stop_backend(timeout: float = 5.0, settle: bool = True):
@@ -145,40 +140,39 @@ def find_job(job_id: str):
     return None, None
 
 
-def set_error(job, message: str, **report):
-    job.status = jobmodel.ERROR
-    job.message = message.splitlines()[0][:300] if message else "error"
-    job.error_text = jobmodel.error_report(message, **report)
-
-
-def submit(job, record: jobmodel.JobRecord | None = None) -> bool:
-    """Send a job row to the backend: a new job with its inputs, or (record None) a resume of its folder."""
+def submit(job) -> bool:
+    """Send a job row to the backend: its stored request until the backend accepted one, then its folder alone
+    (which resumes from the last checkpoint)."""
     try:
         client = ensure_client()
     except BackendConfigError as exc:
-        set_error(job, str(exc))
+        rows.set_error(job, str(exc))
         return False
-    if record is not None:
-        ok = client.submit(record.id, record.job_dir, record.image, record.audio, record.params)
+    request = None if jobs.read_request(job.job_dir) else job.pending_request()
+    if request is not None:
+        request["params"] = known_params(request.get("params") or {}, SESSION.info)
+        ok = client.submit(job.job_id, job.job_dir, **request)
     else:
         ok = client.submit(job.job_id, job.job_dir)
     # when the write failed the backend is dying: its exit event turns the row into an error row
     SESSION.sent.add(job.job_id)
-    job.status = jobmodel.QUEUED
-    job.message = "queued"
+    rows.queued(job)
     return ok
 
 
+def set_request(job, image: str, audio: str, params: dict, placement: jobs.Placement) -> None:
+    job.request = json.dumps({"image": image, "audio": audio, "params": params,
+                              "client": placement.client_record()})
+
+
 def cancel(job):
-    if job.status not in jobmodel.ACTIVE:
+    if job.status not in rows.ACTIVE:
         return
     client = SESSION.client
     if client is None or not client.alive or job.job_id not in SESSION.sent:
-        job.status = jobmodel.CANCELLED
-        job.message = "cancelled"
+        rows.cancelled(job)
         return
-    job.status = jobmodel.CANCELLING
-    job.message = "cancelling..."
+    rows.cancel_requested(job)
     client.cancel(job.job_id)
     SESSION.cancel_deadline[job.job_id] = time.monotonic() + CANCEL_GRACE_S
 
@@ -186,141 +180,68 @@ def cancel(job):
 def reattach():
     """After a file load or (re)enable: resume jobs that were running, import ones that finished meanwhile."""
     for scene, job in list(iter_jobs()):
-        if job.status not in jobmodel.ACTIVE:
+        if job.status not in rows.ACTIVE:
             continue
-        if job.status == jobmodel.CANCELLING:
-            job.status, job.message = jobmodel.CANCELLED, "cancelled"
+        if job.status == rows.CANCELLING:
+            rows.cancelled(job)
             continue
-        if jobmodel.finished_result(job.job_dir):
+        if jobs.finished_result(job.job_dir):
             SESSION.sent.discard(job.job_id)  # its done event (if still queued) must not import it twice
-            import_result(scene, job)
+            timeline.import_result(scene, job)
         elif SESSION.client is not None and SESSION.client.alive and job.job_id in SESSION.sent:
             continue  # the same Blender session: events keep coming for it
-        elif os.path.isfile(os.path.join(job.job_dir, "job.json")):
+        elif jobs.read_request(job.job_dir) or job.pending_request():
             submit(job)
         else:
-            set_error(job, f"job folder {job.job_dir} has no job.json: it cannot be resumed")
-
-
-# ---------------------------------------------------------------- importing results
-
-def free_channel(se, start: int, end: int, above: int) -> int:
-    """Lowest channel above `above` with nothing in [start, end)."""
-    strips = list(compat.top_strips(se))
-    for ch in range(above + 1, 129):
-        if not any(s.channel == ch and compat.left(s) < end and compat.right(s) > start for s in strips):
-            return ch
-    raise RuntimeError("no free channel above %d for frames %d-%d" % (above, start, end))
-
-
-def import_result(scene, job, done_event: dict | None = None):
-    """Add the result as a new image-sequence strip. Existing strips are only removed when the user asked
-    to replace this source's previous take, and then only strips this add-on made for that source."""
-    try:
-        record = jobmodel.JobRecord.load(job.job_dir)
-        frames_dir = (done_event or {}).get("frames_dir") or os.path.join(job.job_dir, "frames")
-        names = jobmodel.frame_files(frames_dir)
-        if not names:
-            raise RuntimeError(f"the backend reported done but {frames_dir} holds no PNG frames")
-        pl = record.placement
-        target = bpy.data.scenes.get(pl.scene) or scene
-        se = target.sequence_editor or target.sequence_editor_create()
-        fps = timing.scene_fps(pl.fps, pl.fps_base)
-        indices = timing.element_indices(pl.n_scene_frames, len(names), fps)
-        start, end = pl.frame_start, pl.frame_start + len(indices)
-
-        old = []
-        if pl.replace_previous:
-            old = [s for s in compat.all_strips(se)
-                   if s.get(TAG_SOURCE) == pl.source and s.get(TAG_JOB) not in (None, job.job_id)]
-        prefetch = getattr(se, "use_prefetch", None)
-        if prefetch:
-            se.use_prefetch = False  # the prefetch thread may read strips while we add/remove them
-        try:
-            for s in old:
-                compat.remove_strip(se, s)
-            channel = free_channel(se, start, end, pl.channel_above)
-            name = f"{pl.source} avatar" + (f" take {pl.take}" if pl.take > 1 else "")
-            strip = compat.new_image_strip(se, name, os.path.join(frames_dir, names[indices[0]]), channel, start)
-            for i in indices[1:]:
-                strip.elements.append(names[i])
-            strip[TAG_JOB] = job.job_id
-            strip[TAG_SOURCE] = pl.source
-        finally:
-            if prefetch:
-                se.use_prefetch = True
-        job.result_strip = strip.name
-        job.status = jobmodel.IMPORTED
-        job.fraction = 1.0
-        job.message = f"imported as '{strip.name}' (channel {channel}, {len(indices)} frames)"
-    except Exception as exc:  # noqa: BLE001 - any failure must land in the row, not the console
-        import traceback
-        set_error(job, f"import failed: {exc}", log_tail=traceback.format_exc())
+            rows.set_error(job, f"job folder {job.job_dir} has no job.json: it cannot be resumed")
 
 
 # ---------------------------------------------------------------- the tick
 
+def _report(text: str) -> None:
+    try:
+        prefs().backend_report = text
+    except KeyError:  # the add-on is being disabled
+        pass
+
+
 def _handle(event: dict):
     kind = event.get("type")
     if kind == "task":  # install / download progress from the preferences buttons
-        try:
-            prefs().backend_report = event.get("message", "")
-        except KeyError:
-            pass
+        _report(event.get("message", ""))
         return
     if event.get("_client") != (SESSION.client.generation if SESSION.client else None):
         return  # a backend we already gave up on
     if kind == "ready":
         SESSION.info = event
-        try:
-            prefs().backend_report = format_report(event)
-        except KeyError:
-            pass
+        why = incompatible(event)
+        _report(why or rows.format_ready(event))
+        if why:
+            SESSION.last_error = why
+            SESSION.client.stop(timeout=5.0)  # its exit event turns the rows sent to it into errors
         return
     if kind == "exit":
         _backend_exited(event)
         return
+    if kind == "log":
+        return  # a line that is not protocol (already in the backend log)
     job_id = event.get("id")
     scene, job = find_job(job_id) if job_id else (None, None)
     if kind == "error" and job is None:
-        SESSION.last_error = jobmodel.error_report(event.get("message", "error"), hint=event.get("hint") or "",
-                                                   traceback_path=event.get("traceback") or "")
+        SESSION.last_error = jobs.error_report(event.get("message", "error"), hint=event.get("hint") or "",
+                                               traceback_path=event.get("traceback") or "")
         return
     if job is None:
         if kind in ("done", "error", "cancelled"):
             SESSION.sent.discard(job_id)  # its row is in a file that is not open: reattach() handles it later
         return
-    if kind == "accepted":
-        if job.status in (jobmodel.PREPARING, jobmodel.QUEUED):
-            job.status = jobmodel.RUNNING if event.get("position", 0) == 0 else jobmodel.QUEUED
-            job.message = "resumed" if event.get("resumed") else (
-                "running" if job.status == jobmodel.RUNNING else f"queued ({event.get('position')} ahead)")
-    elif kind == "progress":
-        if job.status in (jobmodel.QUEUED, jobmodel.RUNNING):
-            job.status = jobmodel.RUNNING
-        job.phase = str(event.get("phase") or "")
-        job.fraction = float(event.get("fraction") or 0.0)
-        for k in ("step", "steps", "window", "windows"):
-            setattr(job, k, int(event.get(k) or 0))
-        eta = event.get("eta_s")
-        job.eta_s = float(eta) if eta is not None else -1.0
-        if job.status == jobmodel.RUNNING:
-            job.message = progress_text(job)
-    elif kind == "done":
-        SESSION.sent.discard(job.job_id)
-        if job.status == jobmodel.CANCELLING:
-            job.status, job.message = jobmodel.CANCELLED, "finished before the cancel arrived: Re-import adds it"
-        elif job.status in jobmodel.ACTIVE:
-            import_result(scene, job, event)
-    elif kind == "cancelled":
+    if kind in ("done", "error", "cancelled"):
         SESSION.sent.discard(job.job_id)
         SESSION.cancel_deadline.pop(job.job_id, None)
-        job.status, job.message = jobmodel.CANCELLED, "cancelled"
-    elif kind == "error":
-        SESSION.sent.discard(job.job_id)
-        set_error(job, f"{event.get('category', 'error')}: {event.get('message', '')}",
-                  hint=event.get("hint") or "", traceback_path=event.get("traceback") or "",
-                  log_path=os.path.join(job.job_dir, "log"))
+    if kind == "accepted":
+        job.request = ""  # the job folder's job.json is the record from now on
+    if rows.apply(job, event, log_path=jobs.path(job.job_dir, "log")) == rows.IMPORT:
+        timeline.import_result(scene, job, event)
 
 
 def _backend_exited(event: dict):
@@ -329,18 +250,10 @@ def _backend_exited(event: dict):
     sent, SESSION.sent = SESSION.sent, set()
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
+    log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + event.get("log_tail", "")
     for scene, job in iter_jobs():
-        if job.job_id not in sent or job.status not in jobmodel.ACTIVE:
-            continue
-        if job.status == jobmodel.CANCELLING:
-            job.status, job.message = jobmodel.CANCELLED, "cancelled (backend stopped)"
-        elif job.job_id in resubmit:
+        if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit):
             submit(job)
-        else:
-            set_error(job, f"the backend stopped (exit code {code}) while this job was "
-                           f"{job.status.lower()}", hint="press Retry to resume it from its last step",
-                      log_path=log_path(), log_tail=(SESSION.last_error + "\n" if SESSION.last_error else "")
-                      + event.get("log_tail", ""))
 
 
 def _enforce_cancel_deadlines():
@@ -353,35 +266,6 @@ def _enforce_cancel_deadlines():
         SESSION.cancel_deadline.pop(job_id, None)
     SESSION.resubmit_after_exit = {j for j in SESSION.sent if j not in late}
     SESSION.client.kill()
-
-
-def progress_text(job) -> str:
-    parts = [job.phase or "working"]
-    if job.windows:
-        parts.append(f"window {job.window}/{job.windows}")
-    if job.steps:
-        parts.append(f"step {job.step}/{job.steps}")
-    if job.eta_s >= 0:
-        m, s = divmod(int(job.eta_s + 0.5), 60)
-        parts.append(f"ETA {m}:{s:02d}")
-    return " · ".join(parts)
-
-
-def format_report(ready: dict) -> str:
-    v = ready.get("versions") or {}
-    gpu = ready.get("gpu")
-    w = ready.get("weights") or {}
-    caps = ready.get("capabilities") or {}
-    lines = [f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, diffusers {v.get('diffusers', '?')}, "
-             f"transformers {v.get('transformers', '?')}, stableavatar {v.get('stableavatar', '?')}",
-             f"device {ready.get('device', '?')}" + (
-                 f", GPU {gpu.get('name')} ({gpu.get('free_mb')} of {gpu.get('total_mb')} MB free)" if gpu
-                 else ", no GPU"),
-             ("weights found at " + str(w.get("path")) + (" (tiny test weights)" if w.get("tiny") else ""))
-             if w.get("found") else ("weights NOT found: " + str(w.get("error") or "searched " + ", ".join(
-                 map(str, w.get("searched") or []))) + " - set Checkpoints or press Download Weights"),
-             f"memory mode {ready.get('memory_mode', '?')} (modes: {', '.join(caps.get('memory_modes') or [])})"]
-    return "\n".join(lines)
 
 
 def _redraw():
@@ -414,7 +298,7 @@ def tick() -> float | None:
         SESSION.in_tick = False
     if handled:
         _redraw()
-    busy = SESSION.client is not None or any(j.status in jobmodel.ACTIVE for _, j in iter_jobs())
+    busy = SESSION.client is not None or any(j.status in rows.ACTIVE for _, j in iter_jobs())
     return TICK_BUSY_S if busy else TICK_IDLE_S
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from stableavatar.audio import load_audio
 from stableavatar.errors import UserInputError
 from stableavatar.image import load_reference
-from stableavatar.params import GenerationParams
+from stableavatar.contract import ContractError, GenerationParams
 
 
 def test_official_squash_matches_the_e2e_reference(parity_dir):
@@ -101,5 +101,5 @@ def test_bad_audio_is_refused(tmp_path):
                                              ("steps", 0, "steps"), ("guidance", "cfg", "guidance"),
                                              ("compat", "legacy", "compat"), ("fit", "stretch", "fit")])
 def test_parameter_validation(field, value, msg):
-    with pytest.raises(UserInputError, match=msg):
+    with pytest.raises(ContractError, match=msg):
         GenerationParams(**{field: value}).validate()

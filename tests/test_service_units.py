@@ -1,7 +1,7 @@
-"""Service layers that need no model: protocol parsing, line limits, job-dir locks and requests."""
+"""Service layers that need no model: job-dir locks and requests, out-of-memory hints (the protocol's parsing
+and framing are tests/test_contract.py)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -13,65 +13,10 @@ from pathlib import Path
 import pytest
 
 from stableavatar.errors import UserInputError
-from stableavatar.service import oom, protocol
+from stableavatar import oom
 from stableavatar.service.jobdir import JobDir, JobLock, JobLockedError
 
 MEDIA = Path(__file__).parent / "data" / "media"
-
-
-@pytest.mark.parametrize("line, fragment", [
-    (b"{not json", "malformed JSON"),
-    (b"[1, 2]", "expected a JSON object"),
-    (b'{"id": "x"}', "missing field 'op'"),
-    (b'{"op": "frobnicate"}', "unknown op 'frobnicate'"),
-    (b'{"op": "submit"}', "missing field 'job_dir'"),
-    (b'{"op": "submit", "job_dir": ""}', "must be a non-empty string"),
-    (b'{"op": "submit", "job_dir": "/x", "params": [1]}', "'params' must be an object"),
-    (b'{"op": "cancel"}', "missing field 'id'"),
-    (b'{"op": "status", "protocol": 2}', "unsupported protocol version"),
-    (b'\xff\xfe{}', "not UTF-8"),
-])
-def test_decode_rejects(line, fragment):
-    with pytest.raises(protocol.ProtocolError) as info:
-        protocol.decode(line)
-    assert fragment in info.value.message
-    assert info.value.category == "bad_request"
-
-
-def test_errors_name_the_job_only_when_they_decide_its_fate():
-    with pytest.raises(protocol.ProtocolError) as info:
-        protocol.decode(b'{"op": "explode", "id": "job-1"}')
-    assert info.value.id is None and info.value.ref == "job-1"
-    with pytest.raises(protocol.ProtocolError) as info:
-        protocol.decode(b'{"op": "submit", "id": "job-2", "job_dir": 5}')
-    assert info.value.id == "job-2"
-
-
-def test_decode_accepts_and_ignores_unknown_fields():
-    cmd = protocol.decode(b'{"protocol": 1, "op": "submit", "job_dir": "/j", "image": "a", "audio": "b", "x": 1}')
-    assert cmd["op"] == "submit" and cmd["x"] == 1
-    assert protocol.decode(b'{"op": "status"}')["op"] == "status"  # "protocol" may be omitted by clients
-
-
-def test_encode_is_one_line_with_protocol_and_no_nan():
-    line = protocol.encode(protocol.message("progress", eta_s=float("inf"), note="a\nb"))
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    msg = json.loads(line)
-    assert msg == {"protocol": 1, "type": "progress", "eta_s": None, "note": "a\nb"}
-    err = protocol.error("bad_input", "two\nlines")
-    assert err["message"] == "two lines" and err["id"] is None and err["traceback"] is None
-
-
-def test_read_line_drains_oversize_line_and_continues():
-    limit = 100
-    big = b"x" * 250
-    stream = io.BufferedReader(io.BytesIO(b'{"op":"status"}\n' + big + b"\n" + b"y" * limit + b"\nlast"))
-    assert protocol.read_line(stream, limit) == b'{"op":"status"}'
-    too_long = protocol.read_line(stream, limit)
-    assert isinstance(too_long, protocol.LineTooLong) and too_long.size == 251
-    assert protocol.read_line(stream, limit) == b"y" * limit  # exactly the limit is fine
-    assert protocol.read_line(stream, limit) == b"last"  # EOF without newline
-    assert protocol.read_line(stream, limit) is None
 
 
 HOLDER = textwrap.dedent("""

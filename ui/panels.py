@@ -3,29 +3,20 @@ from __future__ import annotations
 
 import bpy
 
-from ..blender_addon import compat, jobs as jobmodel
-from ..operators import backend_ops, runtime
+from ..blender_addon import compat, rows
+from ..operators import runtime
+from .layout import multiline, progress
+from .props import PANEL_PARAMS
 
-STATUS_ICON = {jobmodel.PREPARING: "TIME", jobmodel.QUEUED: "TIME", jobmodel.RUNNING: "PLAY",
-               jobmodel.CANCELLING: "CANCEL", jobmodel.IMPORTED: "CHECKMARK", jobmodel.CANCELLED: "X",
-               jobmodel.ERROR: "ERROR"}
-
-
-def _progress(layout, factor: float, text: str):
-    if "progress" in bpy.types.UILayout.bl_rna.functions:
-        layout.progress(factor=factor, type="BAR", text=text)
-    else:
-        layout.label(text=f"{int(factor * 100)}% {text}")
+STATUS_ICON = {rows.PREPARING: "TIME", rows.QUEUED: "TIME", rows.RUNNING: "PLAY", rows.CANCELLING: "CANCEL",
+               rows.IMPORTED: "CHECKMARK", rows.CANCELLED: "X", rows.ERROR: "ERROR"}
 
 
-def _multiline(layout, text: str, width: int = 70):
-    col = layout.column(align=True)
-    col.scale_y = 0.8
-    for para in text.splitlines():
-        while len(para) > width:
-            col.label(text=para[:width])
-            para = para[width:]
-        col.label(text=para)
+def _params(layout, settings, group: str):
+    """The contract's parameters of one panel group, in the contract's order."""
+    for name, spec in PANEL_PARAMS.items():
+        if spec.panel == group:
+            layout.prop(settings, name)
 
 
 class _AvatarPanel:
@@ -62,7 +53,6 @@ class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
             col.prop_search(st, "image_strip", se, "strips_all" if hasattr(se, "strips_all") else "sequences_all")
         else:
             col.prop(st, "camera")
-        col.prop(st, "prompt")
         col.prop(st, "preset")
         if st.preset == "CUSTOM":
             col.prop(st, "steps")
@@ -71,8 +61,7 @@ class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
             row = col.row(align=True)
             row.prop(st, "width")
             row.prop(st, "height")
-        col.prop(st, "fit")
-        col.prop(st, "seed")
+        _params(col, st, "main")
         col.prop(st, "audio_source")
         col.prop(st, "replace_previous")
         layout.operator("stableavatar.animate", icon="PLAY")
@@ -88,12 +77,7 @@ class STABLEAVATAR_PT_advanced(_AvatarPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        st = compat.sequencer_scene(context).stableavatar
-        col = self.layout.column()
-        col.prop(st, "guidance")
-        col.prop(st, "text_scale")
-        col.prop(st, "audio_scale")
-        col.prop(st, "overlap")
+        _params(self.layout.column(), compat.sequencer_scene(context).stableavatar, "guidance")
 
 
 class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
@@ -111,48 +95,22 @@ class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
             box = layout.box()
             row = box.row(align=True)
             row.label(text=f"{job.source}  (take {job.take})", icon=STATUS_ICON.get(job.status, "DOT"))
-            if job.status in jobmodel.ACTIVE:
+            if job.status in rows.ACTIVE:
                 row.operator("stableavatar.cancel_job", text="", icon="CANCEL").job_id = job.job_id
             else:
-                if job.status in (jobmodel.ERROR, jobmodel.CANCELLED):
+                if job.status in (rows.ERROR, rows.CANCELLED):
                     row.operator("stableavatar.retry_job", text="", icon="FILE_REFRESH").job_id = job.job_id
-                if job.status in (jobmodel.IMPORTED, jobmodel.CANCELLED):
+                if job.status in (rows.IMPORTED, rows.CANCELLED):
                     row.operator("stableavatar.reimport_job", text="", icon="IMPORT").job_id = job.job_id
                 row.operator("stableavatar.remove_job", text="", icon="X").job_id = job.job_id
             row.operator("stableavatar.open_job_folder", text="", icon="FILE_FOLDER").job_id = job.job_id
-            if job.status in (jobmodel.RUNNING, jobmodel.QUEUED, jobmodel.CANCELLING):
-                _progress(box, job.fraction, job.message)
-            elif job.status == jobmodel.ERROR:
-                _multiline(box, job.error_text or job.message)
+            if job.status in (rows.RUNNING, rows.QUEUED, rows.CANCELLING):
+                progress(box, job.fraction, job.message)
+            elif job.status == rows.ERROR:
+                multiline(box, job.error_text or job.message)
                 box.operator("stableavatar.copy_error", icon="COPYDOWN").job_id = job.job_id
             else:
                 box.label(text=job.message)
-
-
-def draw_preferences(p, context, layout):
-    col = layout.column()
-    col.prop(p, "python")
-    col.prop(p, "checkpoints")
-    col.prop(p, "device")
-    col.prop(p, "dtype")
-    col.prop(p, "memory_mode")
-    col.prop(p, "jobs_dir")
-    row = layout.row()
-    row.operator("stableavatar.check_backend", icon="CHECKMARK")
-    row.operator("stableavatar.stop_backend", icon="CANCEL")
-    if p.backend_report:
-        _multiline(layout.box(), p.backend_report, 100)
-    box = layout.box()
-    box.label(text="Setup (downloads; needs online access)", icon="URL")
-    if not bpy.app.online_access:
-        box.label(text="Online access is off (Preferences > System > Network): these buttons will refuse",
-                  icon="ERROR")
-    for line in backend_ops.INSTALL_WHAT:
-        box.label(text=line)
-    box.operator("stableavatar.install_backend", icon="IMPORT")
-    for line in backend_ops.DOWNLOAD_WHAT:
-        box.label(text=line)
-    box.operator("stableavatar.download_weights", icon="IMPORT")
 
 
 classes = (STABLEAVATAR_PT_animate, STABLEAVATAR_PT_advanced, STABLEAVATAR_PT_jobs)

@@ -1,28 +1,41 @@
-"""Data the add-on keeps: machine settings (preferences), per-scene settings and the job list (in the .blend)."""
+"""Data kept in the .blend: per-scene settings and the job list.
+
+The generation parameters shown in the panel are built from the contract's specs (type, default, range,
+choices, help), so a parameter added there appears here without editing this file.
+"""
+import json
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
                        PointerProperty, StringProperty)
 
-from ..blender_addon import jobs as jobmodel
+from ..blender_addon import contract, rows
 
-ADDON_ID = __package__.rpartition(".")[0]  # "bl_ext.<repo>.stableavatar" when installed as an extension
+INT_MAX = 2**31 - 1  # Blender's IntProperty is 32-bit
+PRESET_STEPS = {"DRAFT": 10, "FINAL": contract.PARAMS["steps"].default}
+PANEL_PARAMS = {n: s for n, s in contract.PARAMS.items() if s.panel}
 
-PRESET_STEPS = {"DRAFT": 10, "FINAL": 50}
-RESOLUTIONS = {"512x512": (512, 512), "480x832": (480, 832), "832x480": (832, 480)}
 
-
-def prefs():
-    return bpy.context.preferences.addons[ADDON_ID].preferences
+def param_property(spec: contract.Spec):
+    """The bpy property for a contract spec."""
+    kw = {"name": spec.ui_label, "description": spec.help, "default": spec.ui_default}
+    if spec.choices:
+        items = list(spec.choice_help) or [(c, c.replace("-", " ").title(), "") for c in spec.choices]
+        return EnumProperty(items=items, **kw)
+    if spec.type is bool:
+        return BoolProperty(**kw)
+    if spec.type is int:
+        return IntProperty(min=int(spec.min), max=min(int(spec.max), INT_MAX), **kw)
+    if spec.type is float:
+        return FloatProperty(min=spec.min, max=spec.max, **kw)
+    return StringProperty(**kw)
 
 
 class STABLEAVATAR_PG_job(bpy.types.PropertyGroup):
     job_id: StringProperty(name="Job id")
     job_dir: StringProperty(name="Job folder", subtype="DIR_PATH")
     source: StringProperty(name="Source strip")
-    status: EnumProperty(name="Status", items=[(s, s.title(), "") for s in (
-        jobmodel.PREPARING, jobmodel.QUEUED, jobmodel.RUNNING, jobmodel.CANCELLING, jobmodel.IMPORTED,
-        jobmodel.CANCELLED, jobmodel.ERROR)], default=jobmodel.PREPARING)
+    status: EnumProperty(name="Status", items=[(s, s.title(), "") for s in rows.STATUSES], default=rows.PREPARING)
     phase: StringProperty(name="Phase")
     fraction: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
     step: IntProperty()
@@ -30,10 +43,19 @@ class STABLEAVATAR_PG_job(bpy.types.PropertyGroup):
     window: IntProperty()
     windows: IntProperty()
     eta_s: FloatProperty(default=-1.0)
+    seed: IntProperty(name="Seed", default=-1, description="The seed the job ran with (-1: not known yet)")
     take: IntProperty(default=1)
     result_strip: StringProperty(name="Result strip")
     message: StringProperty(name="Message")
     error_text: StringProperty(name="Error report")
+    request: StringProperty(name="Request", description="The submit request, kept until the backend accepts it "
+                                                        "(then the job folder's job.json is the record)")
+
+    def pending_request(self) -> dict | None:
+        try:
+            return json.loads(self.request) if self.request else None
+        except ValueError:
+            return None
 
 
 class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
@@ -45,33 +67,22 @@ class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
     image_path: StringProperty(name="Image", subtype="FILE_PATH")
     image_strip: StringProperty(name="Image strip")
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=lambda self, ob: ob.type == "CAMERA")
-    prompt: StringProperty(name="Prompt", default="The protagonist is talking")
     preset: EnumProperty(name="Preset", items=[
-        ("DRAFT", "Draft", "10 denoising steps: quick look"),
-        ("FINAL", "Final", "The official 50 denoising steps"),
+        ("DRAFT", "Draft", f"{PRESET_STEPS['DRAFT']} denoising steps: quick look"),
+        ("FINAL", "Final", f"The official {PRESET_STEPS['FINAL']} denoising steps"),
         ("CUSTOM", "Custom", "Choose the step count"),
     ], default="DRAFT")
-    steps: IntProperty(name="Steps", default=25, min=1, max=1000)
+    steps: IntProperty(name="Steps", default=25, min=int(contract.PARAMS["steps"].min),
+                       max=int(contract.PARAMS["steps"].max))
     resolution: EnumProperty(name="Resolution", items=[
         ("512x512", "512 x 512", "Square"), ("480x832", "480 x 832", "Portrait"),
         ("832x480", "832 x 480", "Landscape"), ("CUSTOM", "Custom", "Any multiple of 16"),
     ], default="512x512")
-    width: IntProperty(name="Width", default=512, min=16, max=2048, step=16)
-    height: IntProperty(name="Height", default=512, min=16, max=2048, step=16)
-    fit: EnumProperty(name="Fit", items=[
-        ("squash", "Squash", "Stretch the still to the resolution"),
-        ("crop", "Crop", "Fill the resolution, cutting the overflow"),
-        ("pad", "Pad", "Fit inside the resolution, padding the rest"),
-    ], default="crop")
-    seed: IntProperty(name="Seed", default=42, min=0)
-    guidance: EnumProperty(name="Guidance", items=[
-        ("official", "Official", "Guidance as in the official StableAvatar code"),
-        ("audio-native", "Audio Native", "Separate text and audio guidance"),
-    ], default="official")
-    text_scale: FloatProperty(name="Text scale", default=3.0, min=-100, max=100)
-    audio_scale: FloatProperty(name="Audio scale", default=5.0, min=-100, max=100)
-    overlap: IntProperty(name="Overlap", description="Latent frames shared by neighbouring windows",
-                         default=5, min=2, max=20)
+    width: IntProperty(name="Width", default=contract.PARAMS["width"].default, min=int(contract.PARAMS["width"].min),
+                       max=int(contract.PARAMS["width"].max), step=contract.RESOLUTION_MULTIPLE)
+    height: IntProperty(name="Height", default=contract.PARAMS["height"].default,
+                        min=int(contract.PARAMS["height"].min), max=int(contract.PARAMS["height"].max),
+                        step=contract.RESOLUTION_MULTIPLE)
     audio_source: EnumProperty(name="Audio", items=[
         ("STRIP", "Strip Only", "Exactly what the sound strip plays (trims, offset, volume)"),
         ("MIXDOWN", "Mixdown", "Everything audible over the strip's range"),
@@ -86,41 +97,17 @@ class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
     active_job: IntProperty()
 
     def params(self) -> dict:
-        steps = PRESET_STEPS.get(self.preset, self.steps)
-        w, h = RESOLUTIONS.get(self.resolution, (self.width, self.height))
-        return {"width": w, "height": h, "steps": steps, "seed": self.seed, "prompt": self.prompt,
-                "fit": self.fit, "guidance": self.guidance, "text_scale": round(self.text_scale, 4),
-                "audio_scale": round(self.audio_scale, 4), "overlap": self.overlap}
+        """The generation parameters this panel sets, validated by the contract (a ContractError names the bad one)."""
+        w, h = contract.RESOLUTION_PRESETS.get(self.resolution, (self.width, self.height))
+        values = {"width": w, "height": h, "steps": PRESET_STEPS.get(self.preset, self.steps)}
+        for name, spec in PANEL_PARAMS.items():
+            value = getattr(self, name)
+            values[name] = round(value, 4) if spec.type is float else value  # a float32 property reads 2.9999..
+        contract.GenerationParams.from_dict(values)
+        return values
 
 
-class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
-    bl_idname = ADDON_ID
+# generated from the contract (Blender reads the annotations when the class is registered)
+STABLEAVATAR_PG_settings.__annotations__.update({n: param_property(s) for n, s in PANEL_PARAMS.items()})
 
-    python: StringProperty(name="Backend Python", subtype="FILE_PATH",
-                           description="Python of the environment that has the stableavatar backend installed "
-                                       "(empty: the one made by Install Backend)")
-    checkpoints: StringProperty(name="Checkpoints", subtype="DIR_PATH",
-                                description="Folder with the StableAvatar, Wan2.1-Fun and wav2vec2 weights")
-    device: EnumProperty(name="Device", items=[("cuda", "CUDA GPU", ""), ("cpu", "CPU (very slow)", "")],
-                         default="cuda")
-    dtype: EnumProperty(name="Precision", items=[("AUTO", "Auto", "The backend's default"),
-                                                  ("bfloat16", "bfloat16", ""), ("float32", "float32", "")],
-                        default="AUTO")
-    memory_mode: EnumProperty(name="Memory mode", items=[
-        ("auto", "Auto", "The fastest mode that fits the GPU's free memory"),
-        ("full", "Full", "Everything on the GPU: fastest, needs the most memory"),
-        ("model_offload", "Model Offload", "Move models to the GPU only while they run"),
-        ("sequential_offload", "Sequential Offload", "Layer by layer: slowest, least GPU memory"),
-        ("fp8", "FP8", "8-bit transformer weights (approximate)"),
-    ], default="auto")
-    jobs_dir: StringProperty(name="Jobs folder", subtype="DIR_PATH",
-                             description="Where job folders (audio, still, frames) go "
-                                         "(empty: the extension's user folder)")
-    backend_report: StringProperty(name="Backend report")
-
-    def draw(self, context):
-        from . import panels
-        panels.draw_preferences(self, context, self.layout)
-
-
-classes = (STABLEAVATAR_PG_job, STABLEAVATAR_PG_settings, STABLEAVATAR_AP_preferences)
+classes = (STABLEAVATAR_PG_job, STABLEAVATAR_PG_settings)

@@ -10,12 +10,12 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import files
 from .errors import CheckpointError
 
 HF_REPO = "FrancisRing/StableAvatar"
@@ -120,28 +120,6 @@ def _tree(root: Path) -> CheckpointTree:
     )
 
 
-def file_sha256(path: Path, cache_file: Path | None = None) -> str:
-    """sha256 of a file, cached by (path, size, mtime) because the real weights are ~20 GB."""
-    cache_file = cache_file or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stableavatar" / "sha256.json"
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache = {}
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        pass
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    cache[key] = h.hexdigest()
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs a re-hash next time
-    return cache[key]
+def file_sha256(path: Path) -> str:
+    """sha256 of a weight (or input) file, cached by path, size and mtime."""
+    return files.sha256(path, files.weights_hash_cache())

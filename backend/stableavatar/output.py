@@ -2,38 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .params import FPS
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path beside `final`; on success fsync and rename it into place, on failure delete it,
-    so a crash never leaves a half-written file under the final name."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+from .contract import MODEL_FPS as FPS
+from .files import atomic_path, write_json  # noqa: F401  (write_json: re-exported for the engine)
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserInputError
-from .output import atomic_path
+from .files import write_bytes
 
 
 @dataclass
@@ -22,8 +22,7 @@ class SamplerState:
         # serialise in memory, then one write + fsync + rename: it runs after every step, so it must stay cheap
         data = save({"latents": self.latents.contiguous()},
                     metadata={"step": str(self.step), "fingerprint": self.fingerprint, "format": "stableavatar-state-1"})
-        with atomic_path(Path(path)) as tmp:
-            tmp.write_bytes(data)
+        write_bytes(path, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SamplerState":

@@ -3,6 +3,7 @@ import blender_env  # noqa: F401  (first: points Blender at a temporary user fol
 import json
 import math
 import os
+import sys
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_env import MEDIA, add_cube_and_camera, add_voice, compat, runtime, strips_snapshot, wait_for
+from blender_env import MEDIA, PKG, add_cube_and_camera, add_voice, compat, runtime, strips_snapshot, wait_for
 
 from blender_env import addon, scene  # noqa: F401  (pytest fixtures)
 
@@ -108,7 +109,7 @@ def test_rerun_adds_a_take_and_replace_removes_only_its_own(scene):
     assert st.jobs[0].status == "IMPORTED", st.jobs[0].error_text
     take1 = st.jobs[0].result_strip
     # a result strip of another source must survive the replace
-    runtime().import_result(sc, st.jobs[0])
+    sys.modules[PKG + ".operators.timeline"].import_result(sc, st.jobs[0])
     copy = st.jobs[0].result_strip
     copy_strip = compat.all_strips(sc.sequence_editor)[copy]
     copy_strip["stableavatar_source"] = "other"
@@ -153,7 +154,7 @@ def test_camera_render_still(scene):
     assert bpy.ops.stableavatar.animate() == {"FINISHED"}
     job = only_job(sc)
     assert (sc.camera, sc.render.filepath, sc.render.use_sequencer, sc.frame_current) == saved
-    still = bpy.data.images.load(str(Path(job.job_dir) / "still.png"))
+    still = bpy.data.images.load(str(Path(job.job_dir) / "inputs" / "reference.png"))
     assert tuple(still.size) == (64, 64)
     px = np.array(still.pixels[:]).reshape(64, 64, -1)[..., :3]
     assert px.std() > 0.01, "the camera render is blank"

@@ -37,7 +37,7 @@ def test_animate_shots_renders_each_camera_and_imports_both(scene):
     jobs = edit.stableavatar.jobs
     assert [j.source for j in jobs] == ["A", "B"]
     for j in jobs:
-        assert os.path.isfile(os.path.join(j.job_dir, "still.png"))
+        assert os.path.isfile(os.path.join(j.job_dir, "inputs", "reference.png"))
     wait_for(lambda: all(j.status in DONE for j in jobs), what="both shots")
     assert [j.status for j in jobs] == ["IMPORTED", "IMPORTED"], [j.error_text for j in jobs]
     ra, rb = (compat.all_strips(edit.sequence_editor)[j.result_strip] for j in jobs)

@@ -86,9 +86,9 @@ def test_panels_and_preferences_draw(scene):
     assert "op:stableavatar.animate" in drawn and "op:stableavatar.copy_error" in drawn
     assert "op:stableavatar.cancel_job" in drawn and "op:stableavatar.retry_job" in drawn
     assert any("x" * 70 == line for line in drawn)  # long errors are wrapped, not cut
-    panels = sys.modules[PKG + ".ui.panels"]
+    preferences = sys.modules[PKG + ".preferences"]
     panel = FakePanel()
-    panels.draw_preferences(prefs(), bpy.context, panel.layout)
+    preferences.draw_preferences(prefs(), panel.layout)
     assert "op:stableavatar.install_backend" in panel.log and "op:stableavatar.check_backend" in panel.log
     # the overlap dialog of Animate Avatar
     add_voice(sc, name="music", channel=2, start=1, trim_start=0, length=30)

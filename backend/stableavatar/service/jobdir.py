@@ -10,25 +10,25 @@ No torch here: the add-on and the tests use it to inspect job dirs cheaply.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import socket
 import struct
-import tempfile
 import time
 from pathlib import Path
 
-from ..errors import StableAvatarError, UserInputError
+from .. import files
+from ..contract import JOB_FILES, input_name
+from ..errors import BusyError, UserInputError
 
 REQUEST_VERSION = 1
-RESULT_NAMES = ("state.safetensors", "frames", "video.mp4", "manifest.json", "latents.safetensors", "preview.jpg",
-                "traceback.txt")
+# what a new, different request in the folder replaces (only names this service writes)
+RESULT_NAMES = tuple(JOB_FILES[k] for k in ("state", "frames", "video", "manifest", "latents", "preview",
+                                            "traceback"))
 
 
-class JobLockedError(StableAvatarError):
-    category = "busy"
+class JobLockedError(BusyError):
 
     def __init__(self, path: Path, pid: int | None):
         owner = f"process {pid}" if pid else "another process"
@@ -36,46 +36,6 @@ class JobLockedError(StableAvatarError):
                          hint="wait for that job to finish or cancel it; a dead owner's lock is taken over "
                               "automatically")
         self.pid = pid
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """tmp + fsync + rename: a crash leaves the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    if os.name != "posix":
-        return  # Windows cannot open directories; NTFS journals the rename
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class JobLock:
@@ -159,16 +119,16 @@ class JobDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().resolve()
 
-    request = property(lambda self: self.path / "job.json")
-    state = property(lambda self: self.path / "state.safetensors")
-    lock_path = property(lambda self: self.path / "lock")
-    frames = property(lambda self: self.path / "frames")
-    preview = property(lambda self: self.path / "preview.jpg")
-    video = property(lambda self: self.path / "video.mp4")
-    manifest = property(lambda self: self.path / "manifest.json")
-    log = property(lambda self: self.path / "log")
-    traceback = property(lambda self: self.path / "traceback.txt")
-    inputs = property(lambda self: self.path / "inputs")
+    request = property(lambda self: self.path / JOB_FILES["request"])
+    state = property(lambda self: self.path / JOB_FILES["state"])
+    lock_path = property(lambda self: self.path / JOB_FILES["lock"])
+    frames = property(lambda self: self.path / JOB_FILES["frames"])
+    preview = property(lambda self: self.path / JOB_FILES["preview"])
+    video = property(lambda self: self.path / JOB_FILES["video"])
+    manifest = property(lambda self: self.path / JOB_FILES["manifest"])
+    log = property(lambda self: self.path / JOB_FILES["log"])
+    traceback = property(lambda self: self.path / JOB_FILES["traceback"])
+    inputs = property(lambda self: self.path / JOB_FILES["inputs"])
 
     def lock(self) -> JobLock:
         return JobLock(self.lock_path).acquire()
@@ -213,34 +173,40 @@ class JobDir:
             elif p.exists():
                 p.unlink()
 
-    def prepare_request(self, image: str, audio: str, params: dict, job_id: str, worker: dict) -> tuple[dict, bool]:
+    def prepare_request(self, image: str, audio: str, params: dict, job_id: str, worker: dict,
+                        client: dict | None = None, requested: dict | None = None) -> tuple[dict, bool]:
         """Write job.json (+ input copies) for a new request, or keep the stored one when it is the same
-        request (same input contents, same params): returns (request, resumable)."""
+        request (same input contents, same params as requested): returns (request, resumable).
+        params: complete and concrete (a drawn seed); requested: as the client sent them (seed -1 stays -1, so
+        the same request with a random seed resumes rather than starting over); client: the client's own record."""
         sources = {"image": existing_file(image, "image"), "audio": existing_file(audio, "audio")}
-        hashes = {k: sha256_file(p) for k, p in sources.items()}
+        hashes = {k: files.sha256(p) for k, p in sources.items()}
+        requested = params if requested is None else requested
         if self.has_request():
             try:
                 old = self.read_request()
             except UserInputError:
                 old = None
-            if old and old.get("sha256") == hashes and old.get("params") == params:
+            if old and old.get("sha256") == hashes and old.get("params_requested", old.get("params")) == requested:
                 old["id"] = job_id
+                if client is not None:
+                    old["client"] = client
+                files.write_json(self.request, old)
                 return old, self.has_checkpoint()
         self.path.mkdir(parents=True, exist_ok=True)
         self.clear_results()
         copies = {}
         for key, src in sources.items():
-            dst = self.inputs / f"{'reference' if key == 'image' else 'audio'}{src.suffix.lower()}"
-            if src.resolve() != dst.resolve():
-                self.inputs.mkdir(exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
+            dst = self.inputs / input_name(key, src.suffix)
+            if src.resolve() != dst.resolve():  # the add-on writes its inputs here already: used in place
+                with files.atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
             copies[key] = str(dst)
         req = {"version": REQUEST_VERSION, "id": job_id, "image": copies["image"], "audio": copies["audio"],
                "source": {k: str(v) for k, v in sources.items()}, "sha256": hashes, "params": params,
-               "worker": worker, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        atomic_write_json(self.request, req)
+               "params_requested": requested, "worker": worker, "client": client,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        files.write_json(self.request, req)
         return req, False
 
 

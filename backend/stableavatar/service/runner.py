@@ -6,15 +6,14 @@ import logging
 import time
 from typing import Callable
 
+from .. import contract
+from ..contract import GenerationParams
 from ..errors import CancelledError, UserInputError
-from ..params import GenerationParams
-from . import protocol
 from .jobdir import JobDir
 
 log = logging.getLogger("stableavatar.service")
 
-PROGRESS_FIELDS = ("phase", "step", "steps", "window", "windows", "fraction", "eta_s", "frames_written",
-                   "frames_total")
+PROGRESS_FIELDS = tuple(f.name for f in contract.EVENTS["progress"].fields if f.name != "id")
 
 
 class CheckpointStats:
@@ -49,12 +48,12 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
         # The engine polls should_cancel only around denoising forwards; honour cancel in the other phases here.
         if p.get("phase") != "denoise" and should_cancel():
             raise CancelledError(f"job {job_id} cancelled during {p.get('phase')}")
-        emit(protocol.message("progress", id=job_id, **{k: p.get(k) for k in PROGRESS_FIELDS}))
+        emit(contract.event("progress", id=job_id, **{k: p.get(k) for k in PROGRESS_FIELDS}))
 
     def preview(frame_index: int, rgb) -> None:
         from ..output import write_jpeg
         write_jpeg(jd.preview, rgb)  # atomic replace: a client reading it sees a whole JPEG
-        emit(protocol.message("preview", id=job_id, path=str(jd.preview), frame=int(frame_index)))
+        emit(contract.event("preview", id=job_id, path=str(jd.preview), frame=int(frame_index)))
 
     def step_done(state) -> None:
         if fault_step is not None and state.step >= fault_step:
@@ -85,7 +84,7 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
 
 
 def done_message(job_id: str, jd: JobDir, result) -> dict:
-    return protocol.message("done", id=job_id, job_dir=str(jd.path), frames_dir=str(result.frames_dir),
+    return contract.event("done", id=job_id, job_dir=str(jd.path), frames_dir=str(result.frames_dir),
                             frames=int(result.num_frames), video=str(result.video) if result.video else None,
                             manifest=str(result.manifest))
 

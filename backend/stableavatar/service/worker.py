@@ -15,11 +15,11 @@ import threading
 import traceback
 import uuid
 
-from .. import __version__
-from ..errors import CancelledError, CheckpointError, StableAvatarError, UserInputError
-from ..params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MEMORY_MODE_CHOICES, OVERLAP_WEIGHTS,
-                      RESOLUTION_PRESETS, GenerationParams)
-from . import logs, oom, protocol, runner
+from .. import contract, errors, oom, report, settings
+from ..cli_args import engine_settings_from_args
+from ..contract import ContractError, GenerationParams
+from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError, UserInputError
+from . import logs, runner
 from .jobdir import JobDir, JobLockedError, existing_file
 
 log = logging.getLogger("stableavatar.service")
@@ -50,7 +50,7 @@ class Worker:
     def emit(self, msg: dict) -> None:
         if msg.get("type") == "progress":
             self.last_progress = msg
-        data = protocol.encode(msg)
+        data = contract.encode(msg)
         with self._out_lock:
             try:
                 self._out.write(data)
@@ -93,18 +93,20 @@ class Worker:
                                     hint="see the worker log; restart the backend") from exc
         return self.engine
 
+    @property
+    def memory_mode(self) -> str:
+        """The mode jobs run in: the engine's ("auto" resolved) once loaded, else the requested one."""
+        return self.engine.memory_mode if self.engine is not None else self.args.memory_mode
+
     def ready_message(self) -> dict:
         a = self.args
-        caps = {"guidance": list(GUIDANCE_MODES), "compat": list(COMPAT_MODES),
-                "resolutions": list(RESOLUTION_PRESETS), "resolution_multiple": 16,
-                "overlap_weights": list(OVERLAP_WEIGHTS), "fit": list(FIT_MODES),
-                "memory_modes": list(MEMORY_MODE_CHOICES), "ops": list(protocol.REQUIRED)}
-        fields = {"pid": os.getpid(), "capabilities": caps, "limits": {"max_line_bytes": protocol.MAX_LINE_BYTES}}
+        fields = {"pid": os.getpid(), "capabilities": contract.capabilities(),
+                  "limits": {"max_line_bytes": contract.MAX_LINE_BYTES}}
         if self.engine is not None:
             info = self.engine.info()
-            return protocol.message("ready", versions=info.get("versions"), device=info.get("device"),
-                                    dtype=info.get("dtype"), gpu=info.get("gpu"), weights=info.get("weights"),
-                                    memory_mode=info.get("memory_mode", a.memory_mode), **fields)
+            return contract.event("ready", versions=info.get("versions"), device=info.get("device"),
+                                  dtype=info.get("dtype"), gpu=info.get("gpu"), weights=info.get("weights"),
+                                  memory_mode=self.memory_mode, **fields)
         exc = self.load_error
         weights = {"found": not isinstance(exc, CheckpointError), "path": a.checkpoints, "tiny": False,
                    "searched": getattr(exc, "searched", None) or _searched(a.checkpoints)}
@@ -112,8 +114,8 @@ class Worker:
         weights["hint"] = getattr(exc, "hint", None)
         engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
                         "hint": getattr(exc, "hint", None)} if exc else None
-        return protocol.message("ready", versions=_versions(), device=a.device, dtype=a.dtype, gpu=_gpu(),
-                                weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
+        return contract.event("ready", versions=report.versions(), device=a.device, dtype=a.dtype, gpu=report.gpu(),
+                              weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
 
     def worker_settings(self) -> dict:
         a = self.args
@@ -121,46 +123,47 @@ class Worker:
         if self.engine is not None:
             path = (self.engine.info().get("weights") or {}).get("path") or path
         return {"checkpoints": str(path) if path else None, "transformer": a.transformer, "device": a.device,
-                "dtype": a.dtype, "memory_mode": a.memory_mode}
+                "dtype": a.dtype, "memory_mode": a.memory_mode}  # as requested: a resume re-resolves "auto"
 
     # ---- reader thread ------------------------------------------------------------------------------------
     def reader(self) -> None:
         while not self.stopping:
             try:
-                raw = protocol.read_line(self._in)
+                raw = contract.read_line(self._in)
             except (OSError, ValueError):
                 break
             if raw is None:
                 break
-            if isinstance(raw, protocol.LineTooLong):
-                self.emit(protocol.error("bad_request", f"line of {raw.size} bytes exceeds the limit of "
-                                         f"{protocol.MAX_LINE_BYTES} bytes", hint="requests carry paths, not data"))
+            if isinstance(raw, contract.LineTooLong):
+                self.emit(contract.error_event("bad_request", f"line of {raw.size} bytes exceeds the limit of "
+                                               f"{contract.MAX_LINE_BYTES} bytes", hint="requests carry paths, "
+                                               "not data"))
                 continue
             if not raw.strip():
                 continue
             cmd = None
             try:
-                cmd = protocol.decode(raw)
+                cmd = contract.parse_request(raw)
                 getattr(self, "op_" + cmd["op"])(cmd)
-            except protocol.ProtocolError as exc:
-                self.emit(protocol.error(exc.category, exc.message, id=exc.id, hint=exc.hint, op=exc.op,
-                                         **({"ref": exc.ref} if exc.ref else {})))
-            except StableAvatarError as exc:
-                self.emit(protocol.error(exc.category, exc.message, id=_cmd_id(cmd), hint=exc.hint,
-                                         op=cmd and cmd.get("op")))
+            except ContractError as exc:
+                job_id = exc.id if exc.category == "bad_request" else _cmd_id(cmd)
+                self.emit(contract.error_event(exc.category, exc.message, id=job_id, hint=exc.hint,
+                                               op=exc.op or (cmd and cmd.get("op")),
+                                               **({"ref": exc.ref} if exc.ref else {})))
             except Exception as exc:  # noqa: BLE001 - a bug answering one request must not kill the worker
-                path = self._write_traceback(None)
-                self.emit(protocol.error("internal", f"{type(exc).__name__}: {exc}", id=_cmd_id(cmd),
-                                         hint="this is a bug; the worker keeps serving", traceback=path,
-                                         op=cmd and cmd.get("op")))
+                failure = errors.describe(exc)
+                path = self._write_traceback(None) if failure.bug else None
+                self.emit(contract.error_event(failure.category, failure.message, id=_cmd_id(cmd),
+                                               hint="this is a bug; the worker keeps serving" if failure.bug
+                                               else failure.hint, traceback=path, op=cmd and cmd.get("op")))
         self.request_stop("stdin closed")
 
     def op_status(self, cmd) -> None:
         with self._cv:
-            self.emit(protocol.message("status", running=self.running.id if self.running else None,
-                                       queue=[j.id for j in self.queue],
-                                       progress=_strip(self.last_progress) if self.running else None,
-                                       memory_mode=self.args.memory_mode, engine_loaded=self.engine is not None))
+            self.emit(contract.event("status", running=self.running.id if self.running else None,
+                                     queue=[j.id for j in self.queue],
+                                     progress=_strip(self.last_progress) if self.running else None,
+                                     memory_mode=self.memory_mode, engine_loaded=self.engine is not None))
 
     def op_shutdown(self, cmd) -> None:
         self.request_stop("shutdown requested")
@@ -174,24 +177,22 @@ class Worker:
                 return
             job = next((j for j in self.queue if j.id == job_id), None)
             if job is None:
-                raise protocol.ProtocolError(f"cancel: no running or queued job with id {job_id!r}", op="cancel",
-                                             ref=job_id, hint="it may have finished already")
+                raise ContractError(f"cancel: no running or queued job with id {job_id!r}", op="cancel",
+                                    ref=job_id, hint="it may have finished already", category="bad_request")
             self.queue.remove(job)
         job.lock.release()
-        self.emit(protocol.message("cancelled", id=job_id, resumable=job.jd.has_checkpoint(), reason="cancel"))
+        self.emit(contract.event("cancelled", id=job_id, resumable=job.jd.has_checkpoint(), reason="cancel"))
 
     def op_submit(self, cmd) -> None:
         if self.stopping:
-            err = StableAvatarError("the worker is shutting down", hint="start a new worker and submit again")
-            err.category = "busy"
-            raise err
+            raise BusyError("the worker is shutting down", hint="start a new worker and submit again")
         job_id = cmd.get("id") or f"job-{uuid.uuid4().hex[:10]}"
         jd = JobDir(cmd["job_dir"])
         with self._cv:
             active = ([self.running] if self.running else []) + list(self.queue)
         if any(j.id == job_id for j in active):
-            raise protocol.ProtocolError(f"submit: a job with id {job_id!r} is already queued or running",
-                                         op="submit", ref=job_id)  # not id: that job is unaffected
+            raise ContractError(f"submit: a job with id {job_id!r} is already queued or running", op="submit",
+                                ref=job_id, category="bad_request")  # not id: that job is unaffected
         for j in active:
             if j.jd.path == jd.path:
                 err = JobLockedError(jd.path, os.getpid())
@@ -199,25 +200,32 @@ class Worker:
                 raise err
         image, audio = cmd.get("image"), cmd.get("audio")
         if (image is None) != (audio is None):
-            raise protocol.ProtocolError(f"submit: missing field {'audio' if audio is None else 'image'!r}",
-                                         op="submit", id=job_id, hint="give both image and audio, or neither to "
-                                         "resume the job stored in job_dir")
+            raise ContractError(f"submit: missing field {'audio' if audio is None else 'image'!r}", op="submit",
+                                id=job_id, hint="give both image and audio, or neither to resume the job stored "
+                                "in job_dir", category="bad_request")
         if image is None and not jd.has_request():
-            raise protocol.ProtocolError("submit: missing fields 'image' and 'audio' (job_dir holds no job.json "
-                                         "to resume)", op="submit", id=job_id)
+            raise ContractError("submit: missing fields 'image' and 'audio' (job_dir holds no job.json to resume)",
+                                op="submit", id=job_id, category="bad_request")
         if image is not None:
             existing_file(image, "image"), existing_file(audio, "audio")
-        params = cmd.get("params")
+        requested, client = cmd.get("params"), cmd.get("client")
+        stored = _stored_request(jd)
         if image is None:
-            stored = jd.read_request()
+            stored = jd.read_request()  # a readable job.json is required to resume: its error says why not
             image, audio = stored["image"], stored["audio"]
-            params = stored["params"] if params is None else params
-        params = _normalise_params(params or {})
+            client = stored.get("client") if client is None else client
+            requested = stored.get("params_requested", stored["params"]) if requested is None else requested
+        requested = GenerationParams.from_dict(requested or {}, where="params.").to_dict()
+        params = GenerationParams.from_dict(requested)
+        if params.seed == contract.RANDOM_SEED:  # the same request again keeps the seed drawn the first time
+            same = stored is not None and stored.get("params_requested") == requested
+            params = params.replace(seed=stored["params"]["seed"]) if same else params.with_seed()
         engine = self.ensure_engine()
-        prepared = engine.check_inputs(image, audio, GenerationParams.from_dict(params))
+        prepared = engine.check_inputs(image, audio, params)
         lock = jd.lock()
         try:
-            req, resumed = jd.prepare_request(image, audio, params, job_id, self.worker_settings())
+            req, resumed = jd.prepare_request(image, audio, params.to_dict(), job_id, self.worker_settings(),
+                                              client=client, requested=requested)
             meta = jd.checkpoint_meta() if resumed else {}
             stored = meta.get("fingerprint")
             if stored and getattr(prepared, "fingerprint", stored) != stored:
@@ -236,8 +244,9 @@ class Worker:
         with self._cv:
             position = (1 if self.running else 0) + len(self.queue)
             # emitted before the job is visible to the main thread, so `accepted` precedes its progress
-            self.emit(protocol.message("accepted", id=job_id, job_dir=str(jd.path), position=position,
-                                       resumed=resumed, from_step=_int(meta.get("step")) if resumed else None))
+            self.emit(contract.event("accepted", id=job_id, job_dir=str(jd.path), position=position,
+                                     resumed=resumed, from_step=_int(meta.get("step")) if resumed else None,
+                                     seed=req["params"]["seed"]))
             self.queue.append(job)
             self._cv.notify_all()
         log.info("job %s: accepted (%s, position %d, resumed=%s)", job_id, jd.path, position, resumed)
@@ -274,26 +283,28 @@ class Worker:
         if isinstance(exc, CancelledError):
             reason = "cancel" if job.cancel else "shutdown"
             log.info("job %s: cancelled (%s)", job.id, reason)
-            return protocol.message("cancelled", id=job.id, resumable=resumable, reason=reason)
+            return contract.event("cancelled", id=job.id, resumable=resumable, reason=reason)
         if oom.is_oom(exc):
             path = self._write_traceback(job.jd)
             log.error("job %s: out of memory: %s", job.id, exc)
             exc.__traceback__ = None  # the traceback pins the frames that hold the failed job's tensors
             del exc
             oom.release()
-            p = job.req["params"]
-            mode = self.args.memory_mode
-            return protocol.error("out_of_memory", f"out of memory at {p['width']}x{p['height']} in memory mode "
-                                  f"{mode}", id=job.id, hint=oom.hint(mode, p["width"], p["height"]),
-                                  traceback=path, suggest=oom.suggestion(mode, p["width"], p["height"]),
-                                  resumable=resumable)
-        if isinstance(exc, StableAvatarError):
-            log.error("job %s: %s (%s)", job.id, exc.message, exc.category)
-            return protocol.error(exc.category, exc.message, id=job.id, hint=exc.hint, resumable=resumable)
-        path = self._write_traceback(job.jd)
-        log.error("job %s: internal error", job.id, exc_info=exc)
-        return protocol.error("internal", f"{type(exc).__name__}: {exc}", id=job.id, traceback=path,
-                              hint=f"this is a bug; please report it with {path}", resumable=resumable)
+            p, mode = job.req["params"], self.memory_mode
+            return contract.error_event("out_of_memory", f"out of memory at {p['width']}x{p['height']} in memory "
+                                        f"mode {mode}", id=job.id, hint=oom.hint(mode, p["width"], p["height"]),
+                                        traceback=path, suggest=oom.suggestion(mode, p["width"], p["height"]),
+                                        resumable=resumable)
+        failure = errors.describe(exc)
+        path = None
+        if failure.bug:
+            path = self._write_traceback(job.jd)
+            log.error("job %s: internal error", job.id, exc_info=exc)
+        else:
+            log.error("job %s: %s (%s)", job.id, failure.message, failure.category)
+        hint = f"this is a bug; please report it with {path}" if failure.bug else failure.hint
+        return contract.error_event(failure.category, failure.message, id=job.id, hint=hint, traceback=path,
+                                    resumable=resumable)
 
     def _write_traceback(self, jd: JobDir | None) -> str | None:
         text = traceback.format_exc()
@@ -314,7 +325,7 @@ class Worker:
             pending, self.queue = list(self.queue), collections.deque()
         for job in pending:
             job.lock.release()
-            self.emit(protocol.message("cancelled", id=job.id, resumable=True, reason="shutdown"))
+            self.emit(contract.event("cancelled", id=job.id, resumable=True, reason="shutdown"))
 
     def serve(self) -> int:
         for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
@@ -330,18 +341,15 @@ class Worker:
             self.run_job(job)
         self.drain()
         log.info("worker exits (%s)", self.stop_reason)
-        self.emit(protocol.message("bye", reason=self.stop_reason))
+        self.emit(contract.event("bye", reason=self.stop_reason))
         return 0
 
 
-def _normalise_params(params: dict) -> dict:
-    """Full, validated parameter dict; numbers in canonical types so an equal request compares equal."""
-    if not isinstance(params, dict):
-        raise UserInputError("params must be an object")
-    p = GenerationParams.from_dict(params).validate().to_dict()
-    for k in ("text_scale", "audio_scale"):
-        p[k] = float(p[k])
-    return p
+def _stored_request(jd: JobDir) -> dict | None:
+    try:
+        return jd.read_request() if jd.has_request() else None
+    except UserInputError:
+        return None
 
 
 def _int(v) -> int | None:
@@ -371,33 +379,6 @@ def _searched(checkpoints) -> list[str]:
         return []
 
 
-def _versions() -> dict:
-    from importlib import metadata
-    out = {"stableavatar": __version__, "python": sys.version.split()[0]}
-    for name in ("torch", "diffusers", "transformers"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    try:
-        import torch
-        out["cuda"] = torch.version.cuda
-    except ImportError:
-        out["cuda"] = None
-    return out
-
-
-def _gpu() -> dict | None:
-    try:
-        import torch
-        if not torch.cuda.is_available():
-            return None
-        free, total = torch.cuda.mem_get_info()
-        return {"name": torch.cuda.get_device_name(), "total_mb": total >> 20, "free_mb": free >> 20}
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def claim_stdio():
     """Take private copies of stdin/stdout for the protocol, then point fds 0/1 at devnull/stderr so that no
     print(), C library or child process (ffmpeg) can read protocol input or write into protocol output."""
@@ -417,7 +398,8 @@ def main(args) -> int:
     and interpreter shutdown with a daemon thread holding a buffered stream's lock can abort."""
     proto_in, proto_out = claim_stdio()
     args.log_dir_resolved = logs.setup(args.log_dir)
-    resolve_device(args)
+    resolved = settings.resolve(engine_settings_from_args(args))
+    args.device, args.dtype, args.memory_mode = resolved.device, resolved.dtype, resolved.memory_mode
     rc = 1
     try:
         rc = Worker(args, proto_in, proto_out).serve()
@@ -431,15 +413,3 @@ def main(args) -> int:
             except (OSError, ValueError):
                 pass
         os._exit(rc)
-
-
-def resolve_device(args) -> None:
-    """Fill device/dtype defaults: the GPU when there is one, bf16 there, float32 on the CPU."""
-    if not args.device:
-        try:
-            import torch
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            args.device = "cpu"
-    if not args.dtype:
-        args.dtype = "bfloat16" if args.device == "cuda" else "float32"

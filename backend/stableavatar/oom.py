@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import gc
 
-from ..errors import OutOfMemoryError
+from .contract import NEXT_MEMORY_MODE as NEXT_MODE
 
-from ..params import NEXT_MEMORY_MODE as NEXT_MODE
+GENERIC_HINT = "use a lighter memory mode (model_offload, fp8, sequential_offload) or a smaller resolution"
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (OutOfMemoryError, MemoryError)):
+    if isinstance(exc, MemoryError) or getattr(exc, "category", None) == "out_of_memory":  # ours: errors.py
         return True
     try:
         import torch

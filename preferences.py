@@ -1,0 +1,75 @@
+"""Add-on preferences: this machine's settings (backend Python, checkpoints, engine settings, jobs folder).
+
+A top-level module that imports only bpy and the bpy-free core, so operators/ and ui/ can both use `prefs()`
+without importing each other. The engine settings' choices come from the contract.
+"""
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from .blender_addon import contract, install
+from .ui.layout import multiline
+
+ADDON_ID = __package__  # "bl_ext.<repository>.stableavatar" when installed as an extension
+DEVICE_LABELS = {"cuda": ("CUDA GPU", "An NVIDIA GPU through CUDA"),
+                 "cpu": ("CPU (very slow)", "Real weights on a CPU take hours per second of video")}
+
+
+def prefs():
+    return bpy.context.preferences.addons[ADDON_ID].preferences
+
+
+def _memory_modes():
+    return [(m, m.replace("_", " ").title(), contract.MEMORY_MODE_HELP[m]) for m in contract.MEMORY_MODE_CHOICES]
+
+
+class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    python: StringProperty(name="Backend Python", subtype="FILE_PATH",
+                           description="Python of the environment that has the stableavatar backend installed "
+                                       "(empty: the one made by Install Backend)")
+    checkpoints: StringProperty(name="Checkpoints", subtype="DIR_PATH",
+                                description="Folder with the StableAvatar, Wan2.1-Fun and wav2vec2 weights")
+    device: EnumProperty(name="Device", items=[(d, *DEVICE_LABELS[d]) for d in contract.DEVICES],
+                         default=contract.DEVICES[0])
+    dtype: EnumProperty(name="Precision", items=[("AUTO", "Auto", contract.ENGINE_SETTINGS["dtype"].help)]
+                        + [(d, d, "") for d in contract.DTYPES], default="AUTO")
+    memory_mode: EnumProperty(name="Memory mode", items=_memory_modes(),
+                              default=contract.ENGINE_SETTINGS["memory_mode"].default)
+    jobs_dir: StringProperty(name="Jobs folder", subtype="DIR_PATH",
+                             description="Where job folders (audio, still, frames) go "
+                                         "(empty: the extension's user folder)")
+    backend_report: StringProperty(name="Backend report")
+
+    def engine_settings(self, checkpoints: str) -> contract.EngineSettings:
+        return contract.EngineSettings(checkpoints=checkpoints, device=self.device,
+                                       dtype=None if self.dtype == "AUTO" else self.dtype,
+                                       memory_mode=self.memory_mode)
+
+    def draw(self, context):
+        draw_preferences(self, self.layout)
+
+
+def draw_preferences(p, layout):
+    col = layout.column()
+    for name in ("python", "checkpoints", "device", "dtype", "memory_mode", "jobs_dir"):
+        col.prop(p, name)
+    row = layout.row()
+    row.operator("stableavatar.check_backend", icon="CHECKMARK")
+    row.operator("stableavatar.stop_backend", icon="CANCEL")
+    if p.backend_report:
+        multiline(layout.box(), p.backend_report, 100)
+    box = layout.box()
+    box.label(text="Setup (downloads; needs online access)", icon="URL")
+    if not bpy.app.online_access:
+        box.label(text="Online access is off (Preferences > System > Network): these buttons will refuse",
+                  icon="ERROR")
+    for line in install.INSTALL_WHAT:
+        box.label(text=line)
+    box.operator("stableavatar.install_backend", icon="IMPORT")
+    for line in install.DOWNLOAD_WHAT:
+        box.label(text=line)
+    box.operator("stableavatar.download_weights", icon="IMPORT")
+
+
+classes = (STABLEAVATAR_AP_preferences,)
