@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,15 +100,20 @@ def test_generation_params_canonical_values_and_random_seed():
     assert p.with_seed() is p  # a concrete seed stays
 
 
-def test_the_addon_loads_this_very_file():
+def test_the_addon_loads_this_very_package():
     sys.path.insert(0, str(REPO))
     from blender_addon import contract as addon_contract
+    from blender_addon.contract import values as addon_values
 
-    assert importlib.util.find_spec("blender_addon.contract").origin != contract.__file__  # the shim...
-    assert addon_contract.PARAMS.keys() == contract.PARAMS.keys()  # ...executes the backend's file
+    backend_dir = Path(contract.__file__).parent
+    assert Path(addon_contract.__file__).parent == backend_dir  # not a copy: the backend's own files
+    assert Path(addon_values.__file__) == backend_dir / "values.py"
+    assert addon_contract.PARAMS.keys() == contract.PARAMS.keys()
     assert addon_contract.capabilities() == contract.capabilities()
-    src = (REPO / "blender_addon" / "contract.py").read_text()
-    assert "backend" in src and "stableavatar" in src and "class " not in src  # no second copy of anything
+    for f in backend_dir.glob("*.py"):  # standard library and the package itself only
+        for line in f.read_text().splitlines():
+            if line.startswith(("import ", "from ")) and not line.startswith(("from .", "from __future__")):
+                assert line.split()[1].split(".")[0] in sys.stdlib_module_names, (f.name, line)
 
 
 def test_modes_named_by_the_contract_exist_in_the_backend():

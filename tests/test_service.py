@@ -54,8 +54,12 @@ class Serve:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        from stableavatar import contract
         for raw in self.proc.stdout:
-            msg = json.loads(raw)  # stdout must carry nothing but protocol lines
+            try:  # stdout must carry nothing but protocol lines, each as the contract defines it
+                msg = contract.parse_event(raw)
+            except contract.ContractError as exc:
+                msg = {"type": "contract-violation", "line": raw.decode(errors="replace"), "why": exc.message}
             assert msg["protocol"] == 1, msg
             self.messages.put(msg)
         self.messages.put(None)
@@ -72,6 +76,7 @@ class Serve:
             msg = self.messages.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no message within {timeout}s; worker stderr:\n{self.stderr_tail()}") from None
+        assert msg is None or msg["type"] != "contract-violation", msg
         if msg is not None:
             self.transcript.append(("<-", msg))
         return msg
@@ -289,6 +294,10 @@ def test_bad_requests_get_errors_and_the_worker_survives(worker, ready, work, au
           "params": {"width": 65}}, "bad_input", "multiple of 16"),
         ({"op": "submit", "job_dir": str(work / "e6"), "image": image, "audio": str(audio[2]),
           "params": {"colour": "red"}}, "bad_input", "unknown generation parameter"),
+        ({"op": "submit", "job_dir": str(work / "e8"), "image": image, "audio": str(audio[2]),
+          "params": {"allow_silent": "false"}}, "bad_input", "must be a boolean"),  # strict JSON types
+        ({"op": "submit", "job_dir": str(work / "e9"), "image": image, "audio": str(audio[2]),
+          "params": {"steps": "2"}}, "bad_input", "must be an integer"),
         ({"op": "submit", "job_dir": str(work / "e7"), "image": str(audio[2]), "audio": str(audio[2])},
          "bad_input", ""),  # a WAV passed as the image
     ]
@@ -305,6 +314,26 @@ def test_bad_requests_get_errors_and_the_worker_survives(worker, ready, work, au
     status = worker.until(lambda m: m["type"] == "status")[-1]
     assert status["running"] is None and status["queue"] == []
     assert not (work / "e3").exists()  # a rejected submit leaves nothing behind
+
+
+def test_random_seed_is_drawn_once_recorded_and_kept_with_the_client_record(worker, ready, work, audio):
+    params = {**SHORT_PARAMS, "seed": -1}
+    client = {"placement": {"scene": "Scene", "source": "voice", "frame_start": 10}}
+    first = submit(worker, "s1", work / "s1", audio[2], params, client=client)
+    assert isinstance(first["seed"], int) and 0 <= first["seed"] < 2**31
+    assert worker.terminal("s1")[-1]["type"] == "done"
+    record = json.loads((work / "s1" / "job.json").read_text())
+    assert record["params"]["seed"] == first["seed"] and record["params_requested"]["seed"] == -1
+    assert record["client"] == client and record["params"]["steps"] == SHORT_PARAMS["steps"]
+    manifest = json.loads((work / "s1" / "manifest.json").read_text())
+    assert manifest["seed"] == first["seed"]
+    again = submit(worker, "s2", work / "s1", audio[2], params)  # the same request: the same take, same seed
+    assert again["seed"] == first["seed"]
+    assert worker.terminal("s2")[-1]["type"] == "done"
+    assert json.loads((work / "s1" / "job.json").read_text())["client"] == client  # kept when not resent
+    other = submit(worker, "s3", work / "s3", audio[2], params)
+    assert other["seed"] != first["seed"]  # a new job draws anew (a 1 in 2^31 chance of a false failure)
+    assert worker.terminal("s3")[-1]["type"] == "done"
 
 
 def test_kill_9_mid_denoise_then_resume_by_submit_and_by_cli(work, audio, reference):

@@ -71,7 +71,8 @@ def test_build_makes_an_installable_zip_without_dev_files(tmp_path):
     (zip_path,) = tmp_path.glob("stableavatar-*.zip")
     names = zipfile.ZipFile(zip_path).namelist()
     for needed in ("blender_manifest.toml", "__init__.py", "blender_addon/client.py", "operators/runtime.py",
-                   "ui/panels.py", "pyproject.toml", "backend/stableavatar/__init__.py"):
+                   "ui/panels.py", "pyproject.toml", "backend/stableavatar/__init__.py", "preferences.py", "LICENSE",
+                   "backend/stableavatar/contract/__init__.py", "backend/stableavatar/contract/messages.py"):
         assert needed in names
     for n in names:
         assert not n.startswith(("tests/", ".venv", "docs/", "demo/", "bench/", ".ci/", "backend/tests/", "dist/",
