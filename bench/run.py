@@ -218,7 +218,7 @@ class Bench:
 
     def window_step(self, dit, inp, dt: torch.Tensor, t3: torch.Tensor, batched: bool = True):
         """The sampler's per-window work: DiT over the three branches, guidance combine, Euler step (fp32)."""
-        from stableavatar.guidance import combine
+        from stableavatar import guidance
 
         z = inp["z"]
         x = z.to(self.dtype)
@@ -230,7 +230,7 @@ class Bench:
             rows = [inp["audio"][i:i + 1] for i in inp["audio_index"]]  # slices: no index tensor, no sync
             u, d, c = (dit(x, t3[:1], [inp["context"][b]], inp["clip"], inp["y"], rows[b], [0],
                            audio_num_frames=81).float()[0] for b in range(3))
-        v = combine("official", u, d, c, 3.0, 5.0)[None]
+        v = guidance.get("official").combine((u, d, c), 3.0, 5.0)[None]
         return z + dt * v
 
     def time_steps(self, dit, inp, batched=True, track=False):

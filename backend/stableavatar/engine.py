@@ -1,7 +1,7 @@
 """The generation engine: StableAvatar's long-video method, in order.
 
     audio -> windows -> encode (text, image, reference latents, wav2vec per window)
-          -> denoise (all windows step together; three guidance branches per window in one batch; overlap fusion)
+          -> denoise (all windows step together; the guidance branches of a window in one batch; overlap fusion)
           -> decode (streamed through the causal VAE) -> write (PNG frames, H.264 + audio, manifest)
 
 Models stay loaded between jobs (the DiT, VAE and wav2vec2); the text and image encoders are loaded for a
@@ -30,7 +30,7 @@ from . import compat as compat_modes
 from .audio import load_audio, num_video_frames
 from .checkpoints import CheckpointTree, file_sha256, locate
 from .errors import CancelledError, OutOfMemoryError, UserInputError
-from .guidance import branches, combine
+from . import guidance
 from .image import load_reference
 from .memory import T5_BYTES, dit_on_device, fits_now, place_transformer, resolve_memory_mode
 from .output import VideoEncoder, to_uint8_frames, write_json, write_png
@@ -111,7 +111,8 @@ class Engine:
         # "auto": the fastest exact mode that fits the free GPU memory now, sized for the largest trained
         # resolution (480x832 / 832x480), so one engine serves every preset
         memory_mode = resolve_memory_mode(memory_mode, device, 480, 832,
-                                          torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+                                          torch.bfloat16 if dtype == "bfloat16" else torch.float32,
+                                          branches=guidance.MAX_BRANCHES)
         engine = cls(locate(checkpoints), device, dtype, memory_mode, transformer)
         engine.memory_mode_requested = requested
         engine._load_resident()
@@ -331,15 +332,16 @@ class Engine:
         sigmas, timesteps = flow_sigmas(p.steps)
         # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
         # synchronises the stream (once per step for dt, once per fused window for the weights)
-        dts, ts = step_tensors(sigmas, timesteps, self.device)
-        plan = branches(p.guidance, compat)
+        mode = guidance.get(p.guidance)
+        plan, n = mode.branches(compat), mode.num_branches
+        dts, ts = step_tensors(sigmas, timesteps, self.device, n)
         weights = {n: fusion_weights(n, p.overlap_weights).to(self.device)
                    for n in {win.fuse for win in job.windows if win.fuse}}
         context = [cond["text"][k] for k in plan.text]
-        clip3 = cond["clip"].expand(3, -1, -1)
+        clip_n = cond["clip"].expand(n, -1, -1)
         for i in range(start, p.steps):
             progress.phase("denoise", step=i)
-            dt, t3 = dts[i], ts[i]  # float32 sigma difference (as diffusers' scheduler.step) and the 3 timesteps
+            dt, t_n = dts[i], ts[i]  # float32 sigma difference (as diffusers' scheduler.step), branch timesteps
             pred = torch.zeros_like(latents)
             for win in job.windows:
                 if hooks.should_cancel and hooks.should_cancel():
@@ -348,11 +350,10 @@ class Engine:
                 feats = cond["audio"][win.index]
                 rows = torch.cat([feats if r == "audio" else torch.zeros_like(feats) for r in plan.audio_rows])
                 with torch.no_grad():
-                    out = dit(z.to(self.dtype).expand(3, -1, -1, -1, -1), t3, context, clip3,
-                              cond["y"][:, :, :win.length].expand(3, -1, -1, -1, -1), rows, list(plan.audio_index),
+                    out = dit(z.to(self.dtype).expand(n, -1, -1, -1, -1), t_n, context, clip_n,
+                              cond["y"][:, :, :win.length].expand(n, -1, -1, -1, -1), rows, list(plan.audio_index),
                               seq_len=seq_len, audio_num_frames=WINDOW_FRAMES)
-                u, d, c = out.float().unbind(0)
-                v = combine(p.guidance, u, d, c, p.text_scale, p.audio_scale)[None]
+                v = mode.combine(out.float().unbind(0), p.text_scale, p.audio_scale)[None]
                 z_next = z + dt * v          # flow-matching Euler step, in float32
                 if win.fuse and (i > 0 or compat.fuse_at_step0):
                     z_next = fuse_window_overlap(z_next, pred[:, :, win.start:win.start + win.fuse], weights[win.fuse])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from . import guidance
 from .errors import UserInputError
 
 # The official StableAvatar negative prompt (inference.py L547), used verbatim.
@@ -15,7 +16,7 @@ OFFICIAL_NEGATIVE_PROMPT = (
 DEFAULT_PROMPT = "The protagonist is talking"  # one of the three prompts the model was trained with
 
 RESOLUTION_PRESETS = {"512x512": (512, 512), "480x832": (480, 832), "832x480": (832, 480)}  # W x H
-GUIDANCE_MODES = ("official", "audio-native")
+GUIDANCE_MODES = tuple(guidance.MODES)  # "official", "audio-native"
 COMPAT_MODES = ("fixed", "official")
 OVERLAP_WEIGHTS = ("uniform", "log")
 FIT_MODES = ("squash", "crop", "pad")
