@@ -6,6 +6,7 @@ import torch
 from stableavatar import guidance
 from stableavatar.engine import Engine
 from stableavatar.errors import UserInputError
+from stableavatar.job import prepare_job
 from stableavatar.params import GenerationParams
 
 
@@ -30,7 +31,7 @@ def capture_first_call(engine, parity_dir, clip, tmp_path, **kw):
     handle = dit.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with pytest.raises(Seen):
-            engine.generate(parity_dir / "inputs" / "reference.png", clip, tmp_path / "out", params)
+            engine.generate(prepare_job(parity_dir / "inputs" / "reference.png", clip, params), tmp_path / "out")
     finally:
         handle.remove()
     text = engine._text_cache

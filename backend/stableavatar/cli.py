@@ -127,16 +127,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .engine import Engine, prepare_job
+    from .engine import Engine
+    from .job import prepare_job
 
-    params = params_from_args(args)
-    job = prepare_job(args.image, args.audio, params)  # fail on bad input before loading gigabytes of weights
+    job = prepare_job(args.image, args.audio, params_from_args(args))  # bad input fails before any weights load
     device, dtype = runtime_defaults(args)
     engine = Engine.load(args.checkpoints, args.transformer, device, dtype, args.memory_mode)
     if engine.tree.tiny:
         warn_tiny(engine.tree.root)
-    result = engine.generate(args.image, args.audio, args.out, params, hooks=TqdmHooks().hooks(),
-                             overwrite=args.overwrite, job=job)
+    result = engine.generate(job, args.out, hooks=TqdmHooks().hooks(), overwrite=args.overwrite)
     print(f"{result.num_frames} frames -> {result.video}", file=sys.stderr)
     print(result.video)
     return 0

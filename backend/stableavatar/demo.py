@@ -20,6 +20,7 @@ def run_demo(args) -> Path:
     from .checkpoints import locate
     from .cli import TqdmHooks, runtime_defaults, warn_tiny
     from .engine import Engine
+    from .job import prepare_job
     from .params import GenerationParams
 
     try:
@@ -41,10 +42,10 @@ def run_demo(args) -> Path:
     wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16", always_2d=True)
     clip = out / "speech.wav"
     sf.write(clip, wave[: int(seconds * sr)], sr)  # stereo 16-bit as recorded: the backend does the conversion
+    job = prepare_job(MEDIA / "case-1-reference.png", clip, params)
     device, dtype = runtime_defaults(args)
     engine = Engine.load(tree_root, args.transformer, device, dtype, args.memory_mode)
-    result = engine.generate(MEDIA / "case-1-reference.png", clip, out / "result", params,
-                             hooks=TqdmHooks().hooks(), overwrite=True)
+    result = engine.generate(job, out / "result", hooks=TqdmHooks().hooks(), overwrite=True)
     print(f"demo: {result.num_frames} frames at {params.width}x{params.height} -> {result.video}"
           + ("  (RANDOM WEIGHTS: the picture is noise)" if tiny else ""), file=sys.stderr)
     return result.video

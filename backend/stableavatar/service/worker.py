@@ -214,13 +214,15 @@ class Worker:
             params = stored["params"] if params is None else params
         params = _normalise_params(params or {})
         engine = self.ensure_engine()
-        prepared = engine.check_inputs(image, audio, GenerationParams.from_dict(params))
+        from ..job import prepare_job
+        # validate now, before the job is queued; it runs later from job.json (runner.run)
+        fingerprint = engine.fingerprint(prepare_job(image, audio, GenerationParams.from_dict(params)))
         lock = jd.lock()
         try:
             req, resumed = jd.prepare_request(image, audio, params, job_id, self.worker_settings())
             meta = jd.checkpoint_meta() if resumed else {}
             stored = meta.get("fingerprint")
-            if stored and getattr(prepared, "fingerprint", stored) != stored:
+            if stored and fingerprint != stored:
                 # same inputs and params, other weights/dtype: fail now, not after the job reaches the queue head
                 was = req.get("worker") or {}
                 raise UserInputError(
