@@ -11,7 +11,7 @@ import signal
 import sys
 
 from ..errors import CancelledError, StableAvatarError
-from . import logs, oom, protocol, runner
+from . import environment, logs, oom, protocol, runner
 from .jobdir import JobDir
 
 log = logging.getLogger("stableavatar.service")
@@ -69,8 +69,7 @@ def main(args) -> int:
             if getattr(args, key, None) is None:
                 setattr(args, key, settings.get(key))
         args.memory_mode = args.memory_mode or "full"
-        from .worker import resolve_device
-        resolve_device(args)
+        environment.resolve_device(args)
         with jd.lock():
             if not jd.has_checkpoint():
                 print(f"{jd.path}: no checkpoint, starting from step 0", file=sys.stderr)

@@ -15,11 +15,10 @@ import threading
 import traceback
 import uuid
 
-from .. import __version__
 from ..errors import CancelledError, CheckpointError, StableAvatarError, UserInputError
 from ..params import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MEMORY_MODE_CHOICES, OVERLAP_WEIGHTS,
                       RESOLUTION_PRESETS, GenerationParams)
-from . import logs, oom, protocol, runner
+from . import environment, logs, oom, protocol, runner
 from .jobdir import JobDir, JobLockedError, existing_file
 
 log = logging.getLogger("stableavatar.service")
@@ -107,13 +106,14 @@ class Worker:
                                     memory_mode=info.get("memory_mode", a.memory_mode), **fields)
         exc = self.load_error
         weights = {"found": not isinstance(exc, CheckpointError), "path": a.checkpoints, "tiny": False,
-                   "searched": getattr(exc, "searched", None) or _searched(a.checkpoints)}
+                   "searched": getattr(exc, "searched", None) or environment.searched_paths(a.checkpoints)}
         weights["error"] = str(exc) if exc else None
         weights["hint"] = getattr(exc, "hint", None)
         engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
                         "hint": getattr(exc, "hint", None)} if exc else None
-        return protocol.message("ready", versions=_versions(), device=a.device, dtype=a.dtype, gpu=_gpu(),
-                                weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
+        return protocol.message("ready", versions=environment.versions(), device=a.device, dtype=a.dtype,
+                                gpu=environment.gpu(), weights=weights, memory_mode=a.memory_mode,
+                                engine_error=engine_error, **fields)
 
     def worker_settings(self) -> dict:
         a = self.args
@@ -363,43 +363,6 @@ def _cmd_id(cmd) -> str | None:
     return cmd["id"] if ok else None
 
 
-def _searched(checkpoints) -> list[str]:
-    if checkpoints:
-        return [str(checkpoints)]
-    try:
-        from ..checkpoints import default_search_paths
-        return [str(p) for p in default_search_paths()]
-    except Exception:  # noqa: BLE001
-        return []
-
-
-def _versions() -> dict:
-    from importlib import metadata
-    out = {"stableavatar": __version__, "python": sys.version.split()[0]}
-    for name in ("torch", "diffusers", "transformers"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    try:
-        import torch
-        out["cuda"] = torch.version.cuda
-    except ImportError:
-        out["cuda"] = None
-    return out
-
-
-def _gpu() -> dict | None:
-    try:
-        import torch
-        if not torch.cuda.is_available():
-            return None
-        free, total = torch.cuda.mem_get_info()
-        return {"name": torch.cuda.get_device_name(), "total_mb": total >> 20, "free_mb": free >> 20}
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def claim_stdio():
     """Take private copies of stdin/stdout for the protocol, then point fds 0/1 at devnull/stderr so that no
     print(), C library or child process (ffmpeg) can read protocol input or write into protocol output."""
@@ -419,7 +382,7 @@ def main(args) -> int:
     and interpreter shutdown with a daemon thread holding a buffered stream's lock can abort."""
     proto_in, proto_out = claim_stdio()
     args.log_dir_resolved = logs.setup(args.log_dir)
-    resolve_device(args)
+    environment.resolve_device(args)
     rc = 1
     try:
         rc = Worker(args, proto_in, proto_out).serve()
@@ -433,15 +396,3 @@ def main(args) -> int:
             except (OSError, ValueError):
                 pass
         os._exit(rc)
-
-
-def resolve_device(args) -> None:
-    """Fill device/dtype defaults: the GPU when there is one, bf16 there, float32 on the CPU."""
-    if not args.device:
-        try:
-            import torch
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            args.device = "cpu"
-    if not args.dtype:
-        args.dtype = "bfloat16" if args.device == "cuda" else "float32"
