@@ -26,7 +26,7 @@ class _Stop(Exception):
     """Ends generate after the last step: decoding is not what is measured."""
 
 
-def denoise_steps(engine, audio: Path, params, out: Path, save_to: Path | None) -> tuple[list[float], list[float], int]:
+def denoise_steps(engine, job, out: Path, save_to: Path | None) -> tuple[list[float], list[float], int]:
     """(seconds per step, seconds per save, bytes per save) for one run; step times include the save."""
     from stableavatar.engine import Hooks
 
@@ -43,11 +43,11 @@ def denoise_steps(engine, audio: Path, params, out: Path, save_to: Path | None) 
             saves.append(time.perf_counter() - t)
             size[0] = save_to.stat().st_size
         marks.append(time.perf_counter())
-        if state.step == params.steps:
+        if state.step == job.params.steps:
             raise _Stop
 
     try:
-        engine.generate(IMAGE, audio, out, params, hooks=Hooks(progress=progress, step_done=step_done), overwrite=True)
+        engine.generate(job, out, hooks=Hooks(progress=progress, step_done=step_done), overwrite=True)
     except _Stop:
         pass
     steps = [b - a for a, b in zip(marks, marks[1:])][1:]  # drop step 1: it includes warm-up
@@ -66,6 +66,7 @@ def main() -> int:
     import torch
 
     from stableavatar.engine import Engine
+    from stableavatar.job import prepare_job
     from stableavatar.params import GenerationParams
     from stableavatar.state import SamplerState
 
@@ -74,13 +75,13 @@ def main() -> int:
     audio = tmp / "speech.wav"
     sf.write(audio, wave[: int(args.seconds * sr)], sr)
     engine = Engine.load(CHECKPOINTS, device="cpu", dtype="float32", memory_mode="full")
-    params = GenerationParams(width=args.size, height=args.size, steps=args.steps, seed=1)
+    job = prepare_job(IMAGE, audio, GenerationParams(width=args.size, height=args.size, steps=args.steps, seed=1))
 
     plain, saved, saves, nbytes = [], [], [], 0
-    denoise_steps(engine, audio, params, tmp / "warm", None)  # warm-up: caches, allocator, page cache
+    denoise_steps(engine, job, tmp / "warm", None)  # warm-up: caches, allocator, page cache
     for _ in range(args.rounds):
-        plain += denoise_steps(engine, audio, params, tmp / "a", None)[0]
-        s, w, nbytes = denoise_steps(engine, audio, params, tmp / "b", tmp / "state.safetensors")
+        plain += denoise_steps(engine, job, tmp / "a", None)[0]
+        s, w, nbytes = denoise_steps(engine, job, tmp / "b", tmp / "state.safetensors")
         saved += s
         saves += w
     step = statistics.median(plain)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stableavatar.guidance import MAX_BRANCHES
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_ARCH = REPO / "tests" / "data" / "parity" / "checkpoints" / "arch.json"
 
@@ -170,8 +172,8 @@ def build_image_encoder(scale: Scale, device):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def dit_flops(cfg, width: int, height: int, branches: int = 3, audio_rows: int = 1, audio_tokens: int = 161,
-              text_tokens: int = 512, image_tokens: int = 257, latents: int = 21) -> dict:
+def dit_flops(cfg, width: int, height: int, branches: int = MAX_BRANCHES, audio_rows: int = 1,
+              audio_tokens: int = 161, text_tokens: int = 512, image_tokens: int = 257, latents: int = 21) -> dict:
     """Matmul FLOPs (2 per multiply-add) of ONE DiT forward over one window with `branches` guidance branches.
 
     Counted: every Linear/Conv matmul and the attention matmuls (QK^T and PV) of the DiT blocks, the embeddings, the

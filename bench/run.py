@@ -3,8 +3,8 @@
     python -m bench.run [--device cuda] [--time-limit 450] [--json bench.json]     # the real table (one H100: < 8 min)
     python -m bench.run --smoke --json smoke.json                                   # tiny dims on the CPU (< 1 min)
 
-Every row is one configuration of ONE denoising step over ONE 21-latent window with all three guidance branches
-(what the sampler does per window per step). Rows vary one factor at a time from the default (memory mode `full`,
+Every row is one configuration of ONE denoising step over ONE 21-latent window with every guidance branch of the
+default mode (what the sampler does per window per step, through sampler.guided_velocity). Rows vary one factor at a time from the default (memory mode `full`,
 attention `native` = PyTorch SDPA's own kernel choice, no torch.compile, branches batched):
 
   dit      default / memory modes / attention backends / torch.compile / branches one by one, per size
@@ -14,7 +14,7 @@ attention `native` = PyTorch SDPA's own kernel choice, no torch.compile, branche
   pipeline the same short job (audio -> N steps x all windows -> decode) with the official code's habits (wav2vec2
            re-run for every window at every step, whole-video fp32 decode at the end holding all frames;
            `--compat official`) and with ours (wav2vec2 once per window, streamed decode; `--compat fixed`),
-           through the engine's own sampler loop, so the improvement is a ratio measured in the same run
+           through the product's sampler (sampler.denoise), so the improvement is a ratio measured in the same run
 
 Columns: s_step = seconds per step per window (all branches); tflops = achieved TFLOP/s by the FLOP model in
 bench/models.py:dit_flops; frac = tflops / the device's dense bf16 peak (--peak-tflops); x_default = s_step of the
@@ -47,9 +47,15 @@ import numpy as np
 import torch
 
 from bench.memtrack import LiveBytes
+from stableavatar import compat, guidance, sampler
+from stableavatar.params import WINDOW_FRAMES, GenerationParams
+from stableavatar.windows import WINDOW_LATENTS
 from bench.models import (Scale, build_audio_encoder, build_dit, build_image_encoder, build_text_encoder, build_vae,
                           clone_dit, dit_flops, real_scale, smoke_scale)
 
+# the product's default guidance and compat: what the DiT rows time, branch batch included
+GUIDANCE = guidance.get(GenerationParams.guidance)
+PLAN = GUIDANCE.branches(compat.get(GenerationParams.compat))
 MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
 NATIVE_BACKENDS = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math")
 OPTIONAL_BACKENDS = {"flash": "flash_attn", "_flash_3": "flash_attn_interface", "sage": "sageattention"}
@@ -196,7 +202,8 @@ class Bench:
 
     # --- DiT rows ------------------------------------------------------------------------------------------------
     def inputs(self, width: int, height: int):
-        """One window's sampler inputs: latent window, y, the three branches' text, CLIP tokens, audio features."""
+        """One window's sampler inputs (random, real shapes): latent window z, the job's conditioning and the
+        window's branch batch for the default guidance, as sampler.denoise builds them."""
         g = torch.Generator("cpu").manual_seed(0)
         cfg = self.master.config
         h, w = height // 8, width // 8
@@ -205,46 +212,41 @@ class Bench:
         neg, pos = self.scale.text_tokens
         text = {"neg": torch.randn(neg, cfg.text_dim, generator=g).to(dev, dt),
                 "pos": torch.randn(pos, cfg.text_dim, generator=g).to(dev, dt)}
-        return {
-            "z": torch.randn(1, cfg.out_dim, 21, h, w, generator=g).to(dev),
-            "y": torch.randn(1, cfg.in_dim - cfg.out_dim, 21, h, w, generator=g).to(dev, dt),
-            "context": [text["neg"], text["neg"], text["pos"]],
-            "text": text,
-            "clip": torch.randn(1, 257, cfg.image_dim, generator=g).to(dev, dt),
-            # fixed mode: 81 frames of audio per window -> 161 wav2vec2 tokens; rows [zero, audio] (official guidance)
-            "audio": torch.randn(2, 161, cfg.audio_in_dim, generator=g).to(dev, dt),
-            "audio_index": [0, 1, 1],
-        }
+        y = torch.randn(1, cfg.in_dim - cfg.out_dim, WINDOW_LATENTS, h, w, generator=g).to(dev, dt)
+        clip = torch.randn(1, 257, cfg.image_dim, generator=g).to(dev, dt)
+        # fixed mode: 81 frames of audio per window -> 161 wav2vec2 tokens
+        features = torch.randn(1, 161, cfg.audio_in_dim, generator=g).to(dev, dt)
+        cond = sampler.Conditioning(text, clip, y, [features])
+        return {"z": torch.randn(1, cfg.out_dim, WINDOW_LATENTS, h, w, generator=g).to(dev), "cond": cond,
+                "batch": sampler.branch_batch(cond, PLAN, features, WINDOW_LATENTS)}
 
-    def window_step(self, dit, inp, dt: torch.Tensor, t3: torch.Tensor, batched: bool = True):
-        """The sampler's per-window work: DiT over the three branches, guidance combine, Euler step (fp32)."""
-        from stableavatar.guidance import combine
-
-        z = inp["z"]
-        x = z.to(self.dtype)
+    def window_step(self, dit, inp, dt: torch.Tensor, t: torch.Tensor, batched: bool = True):
+        """The sampler's per-window work: DiT over the guidance branches, guidance combine, Euler step (fp32)."""
+        z, b = inp["z"], inp["batch"]
         if batched:
-            out = dit(x.expand(3, -1, -1, -1, -1), t3, inp["context"], inp["clip"].expand(3, -1, -1),
-                      inp["y"].expand(3, -1, -1, -1, -1), inp["audio"], inp["audio_index"], audio_num_frames=81)
-            u, d, c = out.float().unbind(0)
+            v = sampler.guided_velocity(dit, z, t, b, GUIDANCE, 3.0, 5.0, model_dtype=self.dtype)
         else:  # one branch per forward (the adapter runs per call, on that branch's own audio row)
-            rows = [inp["audio"][i:i + 1] for i in inp["audio_index"]]  # slices: no index tensor, no sync
-            u, d, c = (dit(x, t3[:1], [inp["context"][b]], inp["clip"], inp["y"], rows[b], [0],
-                           audio_num_frames=81).float()[0] for b in range(3))
-        v = combine("official", u, d, c, 3.0, 5.0)[None]
+            x = z.to(self.dtype)
+            out = []
+            for k, i in enumerate(b.audio_index):
+                rows = b.audio_rows[:1] if i is None else b.audio_rows[i:i + 1]  # slices: no index tensor, no sync
+                out.append(dit(x, t[:1], [b.context[k]], b.clip[:1], b.y[:1], rows, [None if i is None else 0],
+                               audio_num_frames=WINDOW_FRAMES).float()[0])
+            v = GUIDANCE.combine(out, 3.0, 5.0)[None]
         return z + dt * v
 
     def time_steps(self, dit, inp, batched=True, track=False):
         dt = torch.tensor(-0.02, device=self.device)
-        t3 = torch.full((3,), 900.0, device=self.device)
+        t = torch.full((GUIDANCE.num_branches,), 900.0, device=self.device)
         with torch.no_grad():
             t0 = time.perf_counter()
             for _ in range(self.scale.warmup):
-                self.window_step(dit, inp, dt, t3, batched)
+                self.window_step(dit, inp, dt, t, batched)
             self.sync()
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
             for _ in range(self.scale.steps):
-                out = self.window_step(dit, inp, dt, t3, batched)
+                out = self.window_step(dit, inp, dt, t, batched)
             self.sync()
             per = (time.perf_counter() - t0) / self.scale.steps
             if not torch.isfinite(out).all():
@@ -252,7 +254,7 @@ class Bench:
             tracked = None
             if track and not self.cuda:  # one extra, untimed step under the live-tensor tracker
                 with LiveBytes() as tracked:
-                    self.window_step(dit, inp, dt, t3, batched)
+                    self.window_step(dit, inp, dt, t, batched)
         return per, warm, tracked
 
     def dit_row(self, size, *, mode="full", attention="native", compile_=False, batched=True, estimate=None,
@@ -268,10 +270,11 @@ class Bench:
             estimate = 0.0
 
         def fn():
-            flops = dit_flops(self.master.config, width, height, branches=3, audio_rows=2 if batched else 1)
+            n = GUIDANCE.num_branches
+            flops = dit_flops(self.master.config, width, height, branches=n, audio_rows=len(PLAN.audio_rows))
             if not batched:
                 flops = dit_flops(self.master.config, width, height, branches=1, audio_rows=1)
-                flops = {k: 3 * v for k, v in flops.items()}
+                flops = {k: n * v for k, v in flops.items()}
             inp = self.inputs(width, height)
             t0 = time.perf_counter()
             dit = memory.place_transformer(clone_dit(self.master, self.scale), mode, self.device, self.dtype)
@@ -292,7 +295,7 @@ class Bench:
             del dit
             tflops = flops["total"] / per / 1e12
             model = memory.dit_weight_bytes(mode, self.dtype) + memory.activation_bytes(
-                width, height, self.dtype, branches=3 if batched else 1) if self.scale.name == "real" else None
+                width, height, self.dtype, branches=n if batched else 1) if self.scale.name == "real" else None
             return {"s_step": round(per, 4), "tflops": round(tflops, 2),
                     "frac_peak": round(tflops / self.peak_tflops, 3) if self.peak_tflops else None,
                     "dev_peak_mb": dev, "dev_peak_source": src, "model_mb": _mb(model) if model else None,
@@ -341,7 +344,8 @@ class Bench:
                 if stream:  # ours: causal chunks, each moved to the CPU as uint8-ready float frames
                     frames = sum(c.shape[1] for c in vae.decode_stream(z))
                 else:  # official: whole window at once in fp32, all frames held on the device, then one copy
-                    latents = z.to(vae.dtype) / vae._scale()[1] + vae._scale()[0]
+                    mean, inv_std = vae.scale()
+                    latents = z.to(vae.dtype) / inv_std + mean
                     video = vae.model.decode(latents).sample.clamp(-1, 1)
                     frames = video.shape[2]
                     video = video.cpu()
@@ -394,27 +398,27 @@ class Bench:
         self.run_row(est, text, group="encoders", name="umT5 text (bf16, 2 prompts)")
         self.run_row(est / 2, image, group="encoders", name="CLIP image (fp32)")
 
-    # --- pipeline: official habits vs ours, through the engine's own sampler loop --------------------------------
+    # --- pipeline: official habits vs ours, through the product's sampler (sampler.denoise) ---------------------------
     def pipeline_rows(self, size, vae, audio_encoder):
         width, height = size
         step_s = self.default_step.get(size)
         steps = self.scale.steps
         results = {}
 
-        def post(m, compat):
+        def post(m, mode):
             a = results.get("official")
-            if compat == "official":
+            if mode == "official":
                 m["x_default"] = 1.0
             elif a is not None and a["status"] == "ok":
                 for key in ("total_s", "est_50_steps_s"):
                     m["extra"][f"speedup_{key}"] = round(a["extra"][key] / m["extra"][key], 3)
                 m["x_default"] = m["extra"]["speedup_est_50_steps_s"]
 
-        for compat in ("official", "fixed"):
-            name = "official habits (--compat official)" if compat == "official" else "ours (--compat fixed)"
+        for mode in ("official", "fixed"):
+            name = "official habits (--compat official)" if mode == "official" else "ours (--compat fixed)"
             est = (steps * 2 + 2) * (step_s or 1.0) * 1.3 + 10 * (step_s or 0.1)
-            results[compat] = self.run_row(
-                est, lambda c=compat: self._pipeline(size, c, vae, audio_encoder), lambda m, c=compat: post(m, c),
+            results[mode] = self.run_row(
+                est, lambda c=mode: self._pipeline(size, c, vae, audio_encoder), lambda m, c=mode: post(m, c),
                 group="pipeline", name=name, size=f"{width}x{height}", mode="full", attention="native",
                 compile=False, branches="batched")
 
@@ -429,25 +433,16 @@ class Bench:
         return m
 
     def _pipeline_run(self, size, compat_name, vae, audio_encoder):
-        from stableavatar import compat as compat_modes
-        from stableavatar import engine as engine_mod
         from stableavatar import memory
-        from stableavatar.engine import Engine, Hooks, Prepared, _audio_slice
-        from stableavatar.params import GenerationParams
-        from stableavatar.windows import WINDOW_LATENTS, latent_frames, plan_windows
+        from stableavatar.job import plan_job
+        from stableavatar.windows import window_audio
 
         width, height = size
-        compat = compat_modes.get(compat_name)
         rng = np.random.default_rng(0)
         wave = (rng.standard_normal(int(self.scale.pipeline_seconds * 16000)) * 0.1).astype(np.float32)
-        frames = wave.size // 640
-        num_latents = latent_frames(frames, compat)
-        windows = plan_windows(num_latents, 5, wave.size, compat)
-        params = GenerationParams(width=width, height=height, steps=self.scale.steps, compat=compat_name)
-        num_frames = frames if compat.trim_to_audio else 4 * (num_latents - 1) + 1
-        job = Prepared(params, compat, wave, torch.zeros(1, 3, height, width), num_frames, num_latents, windows,
-                       Path("."), Path("."), fingerprint="bench")
-        eng = Engine(None, str(self.device), "bfloat16", "full", None)
+        params = GenerationParams(width=width, height=height, steps=self.scale.steps, seed=0, compat=compat_name)
+        job = plan_job(params, wave, torch.zeros(1, 3, height, width))
+        windows = job.windows
         inp = self.inputs(width, height)
         dit = memory.place_transformer(clone_dit(self.master, self.scale), "full", self.device, self.dtype)
         audio_s = [0.0]
@@ -455,7 +450,7 @@ class Bench:
         def features(win):
             self.sync()
             t0 = time.perf_counter()
-            f = audio_encoder(_audio_slice(wave, win)).to(self.device, self.dtype)
+            f = audio_encoder(window_audio(wave, win)).to(self.device, self.dtype)
             self.sync()
             audio_s[0] += time.perf_counter() - t0
             return f
@@ -468,15 +463,11 @@ class Bench:
         t_all = time.perf_counter()
         audio = PerStep(windows) if compat_name == "official" else [features(w) for w in windows]
         audio_once = audio_s[0]
-        cond = {"text": inp["text"], "clip": inp["clip"], "y": inp["y"], "audio": audio}
-        h, w = height // 8, width // 8
-        noise = torch.randn(1, 16, num_latents, h, w, generator=torch.Generator("cpu").manual_seed(0))
-        state_dtype = torch.bfloat16 if compat.round_state_bf16 else torch.float32
-        latents = noise.to(self.device, self.dtype if compat.round_state_bf16 else torch.float32).float()
-        seq_len = None if compat.exact_final_window else WINDOW_LATENTS * (h // 2) * (w // 2)
-        progress = engine_mod._Progress(None, params.steps, len(windows), num_frames, 0)
+        c = inp["cond"]
+        cond = sampler.Conditioning(c.text, c.clip, c.y, audio)
+        latents = sampler.initial_latents(job, self.device, self.dtype)
         t0 = time.perf_counter()
-        latents = eng._denoise_steps(dit, job, cond, Hooks(), progress, latents, 0, state_dtype, seq_len)
+        latents = sampler.denoise(dit, job, cond, latents, device=self.device, model_dtype=self.dtype)
         self.sync()
         denoise_s = time.perf_counter() - t0 - (audio_s[0] - audio_once)
         del dit
@@ -485,7 +476,8 @@ class Bench:
         held = 0
         with torch.no_grad():
             if compat_name == "official":  # whole video in one decode call, fp32, all frames on the device
-                z = latents.float().to(vae.dtype) / vae._scale()[1] + vae._scale()[0]
+                mean, inv_std = vae.scale()
+                z = latents.float().to(vae.dtype) / inv_std + mean
                 video = vae.model.decode(z).sample.clamp(-1, 1)
                 held = video.numel() * video.element_size()
                 video = video.cpu()
@@ -505,7 +497,7 @@ class Bench:
         dev, src = self.dev_peak(None, 0)
         return {"s_step": round(denoise_s / params.steps / len(windows), 4), "dev_peak_mb": dev,
                 "dev_peak_source": src,
-                "extra": {"windows": len(windows), "latents": num_latents, "frames_decoded": decoded,
+                "extra": {"windows": len(windows), "latents": job.num_latents, "frames_decoded": decoded,
                           "steps": params.steps, "audio_s": round(audio_total, 3), "denoise_s": round(denoise_s, 3),
                           "decode_s": round(decode_s, 3), "total_s": round(total, 3),
                           "est_50_steps_s": round(est50, 2), "decode_held_mb": _mb(held) if held else 0}}

@@ -3,7 +3,6 @@ parsing and framing, the one file both sides load, and the things derived from i
 properties, docs/protocol.md)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys

@@ -60,6 +60,7 @@ def test_cli_reproduces_official_latents_and_frames(parity_dir, tmp_path):
 def test_every_step_state_matches(parity_dir, tmp_path):
     """Latent state entering each step (a finer check that localises a divergence)."""
     from stableavatar.engine import Engine, Hooks
+    from stableavatar.job import prepare_job
     from stableavatar.params import GenerationParams
 
     ref = load_file(parity_dir / "e2e" / "e2e_outputs.safetensors")
@@ -77,11 +78,10 @@ def test_every_step_state_matches(parity_dir, tmp_path):
         if state.step == 3:
             raise Stop
 
-    job = engine.check_inputs(parity_dir / "inputs" / "reference.png", parity_dir / "inputs" / "audio.wav", params)
+    job = prepare_job(parity_dir / "inputs" / "reference.png", parity_dir / "inputs" / "audio.wav", params)
     assert job.num_latents == 45 and len(job.windows) == 3
     with pytest.raises(Stop):
-        engine.generate(parity_dir / "inputs" / "reference.png", parity_dir / "inputs" / "audio.wav",
-                        tmp_path / "out", params, hooks=Hooks(step_done=step_done))
+        engine.generate(job, tmp_path / "out", hooks=Hooks(step_done=step_done))
     for s in states:
         want = ref[f"latents_start_of_step{s.step}"]
         d = (s.latents.float() - want).abs()

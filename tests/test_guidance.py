@@ -1,10 +1,12 @@
-"""Both guidance modes: the three batched branches receive exactly the inputs docs/guidance.md defines, and the
-velocities combine with the documented formula."""
+"""Both guidance modes: the three batched branches receive exactly the inputs guidance.py defines, and the
+velocities combine with its formulas; an unknown mode is refused."""
 import pytest
 import torch
 
+from stableavatar import guidance
 from stableavatar.engine import Engine
-from stableavatar.guidance import combine
+from stableavatar.errors import UserInputError
+from stableavatar.job import prepare_job
 from stableavatar.params import GenerationParams
 
 
@@ -29,7 +31,7 @@ def capture_first_call(engine, parity_dir, clip, tmp_path, **kw):
     handle = dit.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with pytest.raises(Seen):
-            engine.generate(parity_dir / "inputs" / "reference.png", clip, tmp_path / "out", params)
+            engine.generate(prepare_job(parity_dir / "inputs" / "reference.png", clip, params), tmp_path / "out")
     finally:
         handle.remove()
     text = engine._text_cache
@@ -56,5 +58,13 @@ def test_branch_inputs(guidance, compat, want_text, want_audio, engine, parity_d
 
 def test_combination_formulas():
     u, d, c = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)
-    assert combine("official", u, d, c, text_scale=3, audio_scale=5) == 1 + 5 * (2 - 1) + 3 * (4 - 2)
-    assert combine("audio-native", u, d, c, text_scale=3, audio_scale=5) == 1 + 3 * (2 - 1) + 5 * (4 - 2)
+    assert guidance.get("official").combine((u, d, c), text_scale=3, audio_scale=5) == 1 + 5 * (2 - 1) + 3 * (4 - 2)
+    assert guidance.get("audio-native").combine((u, d, c), text_scale=3, audio_scale=5) == 1 + 3 * (2 - 1) + 5 * (4 - 2)
+
+
+def test_unknown_mode_is_refused_with_the_known_names():
+    with pytest.raises(UserInputError) as err:
+        guidance.get("cfg-zero")
+    assert "cfg-zero" in err.value.message and "official" in err.value.hint and "audio-native" in err.value.hint
+    assert all(m.num_branches == len(m.audio) for m in guidance.MODES.values())
+    assert guidance.MAX_BRANCHES == 3

@@ -3,8 +3,11 @@
 Public API (used by the CLI, the service and the benchmark):
 
     from stableavatar import Engine, GenerationParams
+    from stableavatar.job import prepare_job
+
+    job = prepare_job("face.png", "voice.wav", GenerationParams(steps=50))  # validates; loads no model
     engine = Engine.load("checkpoints/", device="cuda", dtype="bfloat16")
-    result = engine.generate("face.png", "voice.wav", "out/", GenerationParams(steps=50))
+    result = engine.generate(job, "out/")
 """
 import os as _os
 

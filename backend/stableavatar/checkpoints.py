@@ -76,6 +76,11 @@ def default_search_paths() -> list[Path]:
     return paths
 
 
+def searched_paths(root: str | os.PathLike | None) -> list[str]:
+    """The folders `locate(root)` looks in, for messages."""
+    return [str(Path(root).expanduser())] if root else [str(p) for p in default_search_paths()]
+
+
 def locate(root: str | os.PathLike | None = None) -> CheckpointTree:
     """Return the checkpoint tree at `root` (or the first default location), or raise a CheckpointError
     that names every folder searched and every missing file."""

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .engine import Engine, prepare_job
+    from .engine import Engine
+    from .job import prepare_job
 
     params = params_from_args(args).with_seed()
     job = prepare_job(args.image, args.audio, params)  # fail on bad input before loading gigabytes of weights
@@ -72,8 +73,7 @@ def cmd_generate(args) -> int:
     engine = Engine.load(es.checkpoints, es.transformer, es.device, es.dtype, es.memory_mode)
     if engine.tree.tiny:
         warn_tiny(engine.tree.root)
-    result = engine.generate(args.image, args.audio, args.out, params, hooks=TqdmHooks().hooks(),
-                             overwrite=args.overwrite, job=job)
+    result = engine.generate(job, args.out, hooks=TqdmHooks().hooks(), overwrite=args.overwrite)
     print(f"{result.num_frames} frames (seed {params.seed}) -> {result.video}", file=sys.stderr)
     print(result.video)
     return 0

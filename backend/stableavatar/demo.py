@@ -21,6 +21,7 @@ def run_demo(args) -> Path:
     import soundfile as sf
 
     from .engine import Engine
+    from .job import prepare_job
 
     es = settings.resolve(engine_settings_from_args(args))
     try:
@@ -49,8 +50,9 @@ def run_demo(args) -> Path:
         raise UserInputError(f"cannot read the demo audio {args.audio} ({exc})", hint="pass --audio FILE") from None
     clip = out / "speech.wav"
     sf.write(clip, wave[: int(seconds * sr)], sr)  # stereo 16-bit as recorded: the backend does the conversion
+    job = prepare_job(args.image, clip, params)
     engine = Engine.load(tree_root, es.transformer, es.device, es.dtype, es.memory_mode)
-    result = engine.generate(args.image, clip, out / "result", params, hooks=TqdmHooks().hooks(), overwrite=True)
+    result = engine.generate(job, out / "result", hooks=TqdmHooks().hooks(), overwrite=True)
     print(f"demo: {result.num_frames} frames at {params.width}x{params.height} -> {result.video}"
           + ("  (RANDOM WEIGHTS: the picture is noise)" if tiny else ""), file=sys.stderr)
     return result.video

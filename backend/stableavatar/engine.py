@@ -1,20 +1,15 @@
-"""The generation engine: StableAvatar's long-video method, in order.
+"""The engine: the models, kept loaded between jobs, and one job run through them.
 
-    audio -> windows -> encode (text, image, reference latents, wav2vec per window)
-          -> denoise (all windows step together; three guidance branches per window in one batch; overlap fusion)
-          -> decode (streamed through the causal VAE) -> write (PNG frames, H.264 + audio, manifest)
+    job = prepare_job(image, audio, params)          # job.py: validation and the window plan, no model
+    result = engine.generate(job, out_dir)           # load -> encode -> denoise -> decode -> write
 
-Models stay loaded between jobs (the DiT, VAE and wav2vec2); the text and image encoders are loaded for a
-job, run once, and released. Behaviour that differs between `--compat official` and `--compat fixed` is
-looked up in `compat.py`, never branched on by name here.
+The DiT, VAE and wav2vec2 stay loaded between jobs; the text and image encoders are loaded for a job, run once,
+and released. The sampler loop is `sampler.denoise`, the result folder `writer.py`, the progress events
+`progress.py`; this module places the models for the memory mode and runs them.
 """
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
-import logging
-import os
 import platform
 import time
 from contextlib import contextmanager
@@ -25,32 +20,27 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
-from . import compat as compat_modes
-from .audio import load_audio, num_video_frames
+from . import __version__, sampler
 from .checkpoints import CheckpointTree, file_sha256, locate
-from .errors import CancelledError, OutOfMemoryError, UserInputError
-from .guidance import branches, combine
-from .image import load_reference
+from .errors import OutOfMemoryError, UserInputError
+from .guidance import MAX_BRANCHES
+from .job import PreparedJob, job_fingerprint
 from .memory import T5_BYTES, dit_on_device, fits_now, place_transformer, resolve_memory_mode
-from .output import VideoEncoder, to_uint8_frames, write_json, write_png
-from .params import FPS, MEMORY_MODE_CHOICES, NEXT_MEMORY_MODE, WINDOW_FRAMES, GenerationParams
-from .schedule import flow_sigmas
-from .speed import attention_context, step_tensors
+from .output import VideoEncoder, write_json
+from .params import MEMORY_MODE_CHOICES, NEXT_MEMORY_MODE, WINDOW_FRAMES, GenerationParams
+from .progress import Progress
+from .speed import attention_context
 from .state import SamplerState
-from .windows import WINDOW_LATENTS, Window, fuse_window_overlap, fusion_weights, latent_frames, plan_windows
-
-log = logging.getLogger("stableavatar")
-
-RESULT_NAMES = ("manifest.json", "video.mp4", "latents.safetensors")
+from .windows import window_audio
+from .writer import check_out_dir, manifest, save_latents, write_frames
 
 
 @dataclass
 class Hooks:
-    progress: Callable[[dict], None] | None = None
-    preview: Callable[[int, np.ndarray], None] | None = None
-    step_done: Callable[[SamplerState], None] | None = None
-    should_cancel: Callable[[], bool] | None = None
+    progress: Callable[[dict], None] | None = None           # progress.Progress events
+    preview: Callable[[int, np.ndarray], None] | None = None  # (frame index, RGB uint8) per decoded chunk
+    step_done: Callable[[SamplerState], None] | None = None   # the state after every denoising step
+    should_cancel: Callable[[], bool] | None = None           # polled before every DiT call
 
 
 @dataclass
@@ -64,22 +54,9 @@ class GenerationResult:
     timings: dict = field(default_factory=dict)
 
 
-@dataclass
-class Prepared:
-    """Everything a job needs before denoising, computed once."""
-    params: GenerationParams
-    compat: compat_modes.Compat
-    wave: np.ndarray
-    reference: torch.Tensor  # [1, 3, H, W] in [-1, 1], fitted to the output size
-    num_frames: int          # frames the video will have
-    num_latents: int
-    windows: list[Window]
-    image_path: Path
-    audio_path: Path
-    fingerprint: str = ""    # set by the engine: it depends on the transformer file and dtype too
-
-
 class Engine:
+    """Build with `Engine.load`."""
+
     def __init__(self, tree: CheckpointTree, device: str, dtype: str, memory_mode: str, transformer: str | None):
         self.tree = tree
         self.device = torch.device(device)
@@ -94,7 +71,7 @@ class Engine:
         self._audio_encoder = None
         self._text_cache: dict[str, torch.Tensor] = {}
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ models
     @classmethod
     def load(cls, checkpoints=None, transformer=None, device: str = "cuda", dtype: str = "bfloat16",
              memory_mode: str = "full") -> "Engine":
@@ -109,9 +86,10 @@ class Engine:
             raise UserInputError(f"memory mode must be one of {', '.join(MEMORY_MODE_CHOICES)}, not {memory_mode!r}")
         requested = memory_mode
         # "auto": the fastest exact mode that fits the free GPU memory now, sized for the largest trained
-        # resolution (480x832 / 832x480), so one engine serves every preset
+        # resolution (480x832 / 832x480) and the widest guidance mode, so one engine serves every job
         memory_mode = resolve_memory_mode(memory_mode, device, 480, 832,
-                                          torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+                                          torch.bfloat16 if dtype == "bfloat16" else torch.float32,
+                                          branches=MAX_BRANCHES)
         engine = cls(locate(checkpoints), device, dtype, memory_mode, transformer)
         engine.memory_mode_requested = requested
         engine._load_resident()
@@ -132,10 +110,13 @@ class Engine:
         """Where idle models live: the GPU in full mode, the CPU when offloading."""
         return self.device if self.memory_mode == "full" else torch.device("cpu")
 
+    def transformer_path(self, params: GenerationParams) -> Path:
+        return self.tree.transformer_for(params.width, params.height, self.transformer_override)
+
     def dit_for(self, params: GenerationParams):
         from .dit import StableAvatarDiT
 
-        path = self.tree.transformer_for(params.width, params.height, self.transformer_override)
+        path = self.transformer_path(params)
         if self._dit is None or self._dit_path != path:
             self._dit = None
             self._free()
@@ -182,36 +163,45 @@ class Engine:
                             "searched": [str(self.tree.root)]},
                 "versions": versions()}
 
-    # ------------------------------------------------------------------ preparation
-    def check_inputs(self, image, audio, params: GenerationParams) -> Prepared:
-        """Validate everything cheap before a job is queued or models are touched."""
-        return self._fingerprinted(prepare_job(image, audio, params))
+    def fingerprint(self, job: PreparedJob) -> str:
+        """The job's fingerprint with this engine's weights and dtype (what a sampler checkpoint is tied to)."""
+        return job_fingerprint(job, self.transformer_path(job.params), self.dtype)
 
-    def _fingerprinted(self, job: Prepared) -> Prepared:
-        transformer = self.tree.transformer_for(job.params.width, job.params.height, self.transformer_override)
-        job.fingerprint = _fingerprint(job, transformer, str(self.dtype))
-        return job
+    def runtime(self) -> dict:
+        """The engine's part of manifest.json."""
+        tree = self.tree
+        return {
+            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+            "memory_mode": self.memory_mode, "memory_mode_requested": self.memory_mode_requested,
+            "attention": self.attention,
+            # arch: a tiny tree's hyper-parameters (None for real weights): the hashes alone do not say what ran
+            "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny, "arch": tree.arch,
+                            "transformer": str(self._dit_path),
+                            "sha256": {str(p.relative_to(tree.root)): file_sha256(p) for p in tree.weight_files()}},
+            "versions": versions(),
+        }
 
-    # ------------------------------------------------------------------ generation
-    def generate(self, image, audio, out_dir, params: GenerationParams, hooks: Hooks | None = None,
-                 resume: SamplerState | None = None, overwrite: bool = False,
-                 job: Prepared | None = None) -> GenerationResult:
-        """`job`: the result of `prepare_job` for these inputs, when the caller already validated them."""
+    # ------------------------------------------------------------------ one job
+    def generate(self, job: PreparedJob, out_dir, hooks: Hooks | None = None, resume: SamplerState | None = None,
+                 overwrite: bool = False) -> GenerationResult:
+        """Run `job` (from `job.prepare_job`) and write its result folder (writer.py) into `out_dir`. `resume`
+        continues from a checkpoint of the same job; `overwrite` replaces an earlier result in `out_dir`."""
         hooks = hooks or Hooks()
+        p = job.params
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        job = self._fingerprinted(job or prepare_job(image, audio, params))
+        fingerprint = self.fingerprint(job)
         out_dir = Path(out_dir)
-        _check_out_dir(out_dir, overwrite or resume is not None)
-        if resume is not None and resume.fingerprint != job.fingerprint:
+        check_out_dir(out_dir, overwrite or resume is not None)
+        if resume is not None and resume.fingerprint != fingerprint:
             raise UserInputError("the sampler checkpoint belongs to other inputs or parameters",
                                  hint="resume with the original image, audio and parameters, or delete the checkpoint")
-        progress = _Progress(hooks.progress, params.steps, len(job.windows), job.num_frames,
-                             resume.step if resume else 0)
+        start = resume.step if resume else 0
+        progress = Progress(hooks.progress, p.steps, len(job.windows), job.num_frames, start)
         try:
             progress.phase("load")
             self._load_resident()
-            dit = self.dit_for(params)
+            dit = self.dit_for(p)
             timings["load_s"] = time.perf_counter() - t0
 
             t = time.perf_counter()
@@ -220,15 +210,31 @@ class Engine:
             timings["encode_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            latents = self._denoise(dit, job, cond, hooks, progress, resume)
+            if resume is not None:
+                latents = resume.latents.to(self.device, torch.float32)
+            else:
+                latents = sampler.initial_latents(job, self.device, self.dtype)
+            keep = sampler.state_dtype(job)
+
+            def step_done(i: int, state: torch.Tensor) -> None:
+                if hooks.step_done:
+                    hooks.step_done(SamplerState(i + 1, state.to("cpu", keep), fingerprint))
+
+            with dit_on_device(dit, self.memory_mode, self.device), attention_context(self.attention):
+                progress.phase("denoise", step=start)
+                latents = sampler.denoise(dit, job, cond, latents, start, device=self.device, model_dtype=self.dtype,
+                                          callback_on_step_end=step_done, should_cancel=hooks.should_cancel,
+                                          on_window_done=progress.window_done)
             timings["denoise_s"] = time.perf_counter() - t
             del cond
 
             t = time.perf_counter()
             progress.phase("decode")
-            encoder = VideoEncoder(out_dir / "video.mp4", params.width, params.height)
+            encoder = VideoEncoder(out_dir / "video.mp4", p.width, p.height)
             try:
-                self._decode(latents, job, out_dir / "frames", encoder, hooks, progress)
+                with self._on_device(self._vae.model), torch.no_grad():
+                    write_frames(self._vae.decode_stream(latents.float()), out_dir / "frames", encoder,
+                                 job.num_frames, preview=hooks.preview, on_frames=progress.frames)
                 timings["decode_s"] = time.perf_counter() - t
                 t = time.perf_counter()
                 progress.phase("mux")
@@ -239,25 +245,18 @@ class Engine:
             timings["mux_s"] = time.perf_counter() - t
         except torch.cuda.OutOfMemoryError:
             self._free()
-            raise OutOfMemoryError(
-                f"the GPU ran out of memory at {params.width}x{params.height} in memory mode {self.memory_mode}",
-                hint=_oom_hint(self.memory_mode, params)) from None
+            raise OutOfMemoryError(f"the GPU ran out of memory at {p.width}x{p.height} in memory mode "
+                                   f"{self.memory_mode}", hint=_oom_hint(self.memory_mode, p)) from None
 
-        latents_path = None
-        if params.save_latents:
-            from safetensors.torch import save_file
-            from .output import atomic_path
-
-            latents_path = out_dir / "latents.safetensors"
-            with atomic_path(latents_path) as tmp:
-                save_file({"latents": latents.contiguous()}, str(tmp))
+        latents_path = save_latents(out_dir / "latents.safetensors", latents) if p.save_latents else None
         timings["total_s"] = time.perf_counter() - t0
-        manifest = out_dir / "manifest.json"
-        write_json(manifest, self._manifest(job, timings, latents))
+        manifest_path = out_dir / "manifest.json"
+        write_json(manifest_path, manifest(job, fingerprint, timings, self.runtime()))
         progress.done()
-        return GenerationResult(out_dir, out_dir / "frames", job.num_frames, video, manifest, latents_path, timings)
+        return GenerationResult(out_dir, out_dir / "frames", job.num_frames, video, manifest_path, latents_path,
+                                timings)
 
-    def _encode(self, job: Prepared) -> dict:
+    def _encode(self, job: PreparedJob) -> sampler.Conditioning:
         from .image_encoder import load_image_encoder
         from .text_encoder import load_text_encoder
 
@@ -305,147 +304,8 @@ class Engine:
         audio = []
         with self._on_device(self._audio_encoder.model), torch.no_grad():
             for w in job.windows:  # wav2vec2 runs once per window, not once per step per window
-                audio.append(self._audio_encoder(_audio_slice(job.wave, w)).to(self.device, self.dtype))
-        return {"text": text, "clip": clip, "y": y, "audio": audio}
-
-    def _denoise(self, dit, job: Prepared, cond: dict, hooks: Hooks, progress, resume: SamplerState | None):
-        p, compat = job.params, job.compat
-        h, w = p.height // 8, p.width // 8
-        # official rounds the state to bf16 after every window update (a literal .to(torch.bfloat16)), fixed keeps fp32
-        state_dtype = torch.bfloat16 if compat.round_state_bf16 else torch.float32
-        if resume is not None:
-            latents, start = resume.latents.to(self.device, torch.float32), resume.step
-        else:
-            # drawn on the CPU so a seed gives the same video on any machine
-            noise = torch.randn(1, 16, job.num_latents, h, w, generator=torch.Generator("cpu").manual_seed(p.seed))
-            start_dtype = self.dtype if compat.round_state_bf16 else torch.float32  # official: noise in the model dtype
-            latents, start = noise.to(self.device, start_dtype).float(), 0
-        # official pads a shorter final window to 21 latent frames of tokens; fixed windows are always full
-        seq_len = None if compat.exact_final_window else WINDOW_LATENTS * (h // 2) * (w // 2)
-
-        with dit_on_device(dit, self.memory_mode, self.device), attention_context(self.attention):
-            return self._denoise_steps(dit, job, cond, hooks, progress, latents, start, state_dtype, seq_len)
-
-    def _denoise_steps(self, dit, job, cond, hooks, progress, latents, start, state_dtype, seq_len):
-        p, compat = job.params, job.compat
-        sigmas, timesteps = flow_sigmas(p.steps)
-        # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
-        # synchronises the stream (once per step for dt, once per fused window for the weights)
-        dts, ts = step_tensors(sigmas, timesteps, self.device)
-        plan = branches(p.guidance, compat)
-        weights = {n: fusion_weights(n, p.overlap_weights).to(self.device)
-                   for n in {win.fuse for win in job.windows if win.fuse}}
-        context = [cond["text"][k] for k in plan.text]
-        clip3 = cond["clip"].expand(3, -1, -1)
-        for i in range(start, p.steps):
-            progress.phase("denoise", step=i)
-            dt, t3 = dts[i], ts[i]  # float32 sigma difference (as diffusers' scheduler.step) and the 3 timesteps
-            pred = torch.zeros_like(latents)
-            for win in job.windows:
-                if hooks.should_cancel and hooks.should_cancel():
-                    raise CancelledError("cancelled", hint=f"{i} of {p.steps} steps were completed")
-                z = latents[:, :, win.start:win.end]
-                feats = cond["audio"][win.index]
-                rows = torch.cat([feats if r == "audio" else torch.zeros_like(feats) for r in plan.audio_rows])
-                with torch.no_grad():
-                    out = dit(z.to(self.dtype).expand(3, -1, -1, -1, -1), t3, context, clip3,
-                              cond["y"][:, :, :win.length].expand(3, -1, -1, -1, -1), rows, list(plan.audio_index),
-                              seq_len=seq_len, audio_num_frames=WINDOW_FRAMES)
-                u, d, c = out.float().unbind(0)
-                v = combine(p.guidance, u, d, c, p.text_scale, p.audio_scale)[None]
-                z_next = z + dt * v          # flow-matching Euler step, in float32
-                if win.fuse and (i > 0 or compat.fuse_at_step0):
-                    z_next = fuse_window_overlap(z_next, pred[:, :, win.start:win.start + win.fuse], weights[win.fuse])
-                pred[:, :, win.start:win.end] = z_next.to(state_dtype).float()
-                progress.window_done(i, win.index)
-            latents = pred
-            if hooks.step_done:
-                hooks.step_done(SamplerState(i + 1, latents.to("cpu", state_dtype), job.fingerprint))
-        return latents
-
-    def _decode(self, latents, job: Prepared, frames_dir: Path, encoder: VideoEncoder, hooks: Hooks, progress) -> None:
-        frames_dir.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with self._on_device(self._vae.model), torch.no_grad():
-            for chunk in self._vae.decode_stream(latents.float()):
-                frames = to_uint8_frames(chunk)[: job.num_frames - written]
-                for k, frame in enumerate(frames):
-                    write_png(frames_dir / f"{written + k:06d}.png", frame)
-                encoder.write(frames)
-                written += len(frames)
-                if len(frames) and hooks.preview:
-                    hooks.preview(written - 1, frames[-1])
-                progress.frames(written)
-                if written >= job.num_frames:
-                    break
-        for stale in sorted(frames_dir.glob("*.png"))[written:]:  # leftovers of an earlier, longer run in this dir
-            stale.unlink()
-
-    def _manifest(self, job: Prepared, timings: dict, latents) -> dict:
-        tree = self.tree
-        return {
-            "stableavatar_backend": __version__,
-            "params": job.params.to_dict(),
-            "seed": job.params.seed, "compat": job.params.compat, "guidance": job.params.guidance,
-            "inputs": {"image": str(job.image_path.resolve()), "image_sha256": file_sha256(job.image_path),
-                       "audio": str(job.audio_path.resolve()), "audio_sha256": file_sha256(job.audio_path),
-                       "audio_samples_16k": int(job.wave.size)},
-            "video": {"frames": job.num_frames, "fps": FPS, "latent_frames": job.num_latents,
-                      "width": job.params.width, "height": job.params.height},
-            "windows": [vars(w) for w in job.windows],
-            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-            "memory_mode": self.memory_mode, "memory_mode_requested": self.memory_mode_requested,
-            "attention": self.attention,
-            # arch: a tiny tree's hyper-parameters (None for real weights): the hashes alone do not say what ran
-            "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny, "arch": tree.arch,
-                            "transformer": str(self._dit_path),
-                            "sha256": {str(p.relative_to(tree.root)): file_sha256(p) for p in tree.weight_files()}},
-            "versions": versions(),
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "fingerprint": job.fingerprint,
-        }
-
-
-# ---------------------------------------------------------------------- helpers
-def prepare_job(image, audio, params: GenerationParams) -> Prepared:
-    """Read and validate the inputs and plan the windows; needs no model, so callers run it before loading any."""
-    params.validate()
-    compat = compat_modes.get(params.compat)
-    image_path, audio_path = Path(image), Path(audio)
-    reference = load_reference(image_path, params.width, params.height, params.fit)
-    wave = load_audio(audio_path, allow_silent=params.allow_silent)
-    frames_of_audio = num_video_frames(wave.size)
-    num_latents = latent_frames(frames_of_audio, compat)
-    windows = plan_windows(num_latents, params.overlap, wave.size, compat)
-    num_frames = frames_of_audio if compat.trim_to_audio else 4 * (num_latents - 1) + 1
-    return Prepared(params, compat, wave, reference, num_frames, num_latents, windows, image_path, audio_path)
-
-
-def _audio_slice(wave: np.ndarray, win: Window) -> np.ndarray:
-    """The window's samples; past the end of the audio, silence (fixed mode pads short and final windows)."""
-    seg = wave[win.audio_start:win.audio_end]
-    if seg.size < win.audio_end - win.audio_start:
-        seg = np.concatenate([seg, np.zeros(win.audio_end - win.audio_start - seg.size, np.float32)])
-    return seg
-
-
-def _check_out_dir(out_dir: Path, may_replace: bool) -> None:
-    existing = [n for n in RESULT_NAMES if (out_dir / n).exists()]
-    if existing and not may_replace:
-        raise UserInputError(f"output folder {out_dir} already holds a result ({', '.join(existing)})",
-                             hint="choose a new folder, or pass --overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise UserInputError(f"output folder {out_dir} is not writable")
-
-
-def _fingerprint(job: Prepared, transformer: Path, dtype: str) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(job.params.to_dict(), sort_keys=True).encode())
-    h.update(job.image_path.read_bytes())
-    h.update(job.wave.tobytes())
-    h.update(f"{transformer.name}|{transformer.stat().st_size}|{dtype}".encode())
-    return h.hexdigest()
+                audio.append(self._audio_encoder(window_audio(job.wave, w)).to(self.device, self.dtype))
+        return sampler.Conditioning(text, clip, y, audio)
 
 
 def _oom_hint(mode: str, params: GenerationParams) -> str:
@@ -463,55 +323,3 @@ def versions() -> dict:
     return {"stableavatar": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "cuda": torch.version.cuda}
-
-
-class _Progress:
-    """Turns engine milestones into progress events with an overall fraction and an ETA measured from the work
-    done so far: denoising calls while denoising, decoded frames while decoding (decode cost per frame is not
-    known before the first chunk, so the denoise-phase ETA covers denoising only)."""
-    SPAN = {"load": (0.0, 0.02), "encode": (0.02, 0.05), "denoise": (0.05, 0.9), "decode": (0.9, 0.98), "mux": (0.98, 1.0)}
-
-    def __init__(self, sink, steps: int, windows: int, frames_total: int, start_step: int):
-        self.sink, self.steps, self.windows, self.frames_total = sink, steps, windows, frames_total
-        self.start_step = start_step
-        self.state = {"phase": "load", "step": start_step, "steps": steps, "window": 0, "windows": windows,
-                      "fraction": 0.0, "eta_s": None, "frames_written": 0, "frames_total": frames_total}
-        self._t_denoise = self._t_decode = None
-        self._done_calls = 0
-
-    def _emit(self, **kw):
-        self.state.update(kw)
-        if self.sink:
-            self.sink(dict(self.state))
-
-    def phase(self, name: str, step: int | None = None):
-        if name == "denoise" and self._t_denoise is None:
-            self._t_denoise = time.perf_counter()
-        if name == "decode":
-            self._t_decode = time.perf_counter()
-        if name == "denoise" and step is not None and self.state["phase"] == "denoise":
-            self.state["step"] = step
-            return
-        lo, _ = self.SPAN[name]
-        self._emit(phase=name, fraction=round(max(lo, self.state["fraction"]), 4),
-                   **({"step": step} if step is not None else {}))
-
-    def window_done(self, step: int, window: int):
-        calls_total = (self.steps - self.start_step) * self.windows
-        self._done_calls += 1
-        elapsed = time.perf_counter() - self._t_denoise
-        per_call = elapsed / self._done_calls
-        eta = per_call * (calls_total - self._done_calls)
-        lo, hi = self.SPAN["denoise"]
-        done = (step * self.windows + window + 1) / (self.steps * self.windows)
-        self._emit(phase="denoise", step=step + (window + 1 == self.windows), window=window + 1,
-                   fraction=round(lo + (hi - lo) * done, 4), eta_s=round(eta, 1))
-
-    def frames(self, written: int):
-        lo, hi = self.SPAN["decode"]
-        per_frame = (time.perf_counter() - self._t_decode) / max(1, written)
-        self._emit(phase="decode", frames_written=written, eta_s=round(per_frame * (self.frames_total - written), 1),
-                   fraction=round(lo + (hi - lo) * written / max(1, self.frames_total), 4))
-
-    def done(self):
-        self._emit(phase="mux", fraction=1.0, eta_s=0.0)

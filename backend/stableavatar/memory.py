@@ -15,7 +15,7 @@ derivation and the measurements behind the coefficients):
     peak = max(phase peaks) * (1 + FRAGMENTATION) + RESERVE
 
     y-encode phase  = resident + VAE weights + VAE_ENCODE_BYTES_PER_PIXEL * W*H    (81-frame clip, causal chunks)
-    denoise phase   = resident + DiT weights(mode) + activations(3 branches, 21-latent window)
+    denoise phase   = resident + DiT weights(mode) + activations(B guidance branches, 21-latent window)
     decode phase    = resident + DiT weights left on the GPU(mode) + VAE weights + VAE_DECODE_BYTES_PER_PIXEL * W*H
 
     resident        = VAE (fp32) + wav2vec2 (fp32) in `full` mode (the engine keeps them on the GPU); 0 otherwise
@@ -24,7 +24,7 @@ derivation and the measurements behind the coefficients):
                       fp8: the layerwise-cast Linear weights at 1 byte, the rest as full
                       sequential_offload: the largest single module, twice (current + the one being fetched)
     DiT weights left on the GPU for decode: full and fp8 keep them, the offload modes do not
-    activations     = ACT_BYTES_PER_ELEMENT * B * L * D + ACT_CONSTANT   (B=3 branches, L=21*(H/16)*(W/16), D=1536)
+    activations     = ACT_BYTES_PER_ELEMENT * B * L * D + ACT_CONSTANT   (B branches, L=21*(H/16)*(W/16), D=1536)
                       for bf16; float32 doubles both
 
 Coefficients were measured with `bench.memtrack.LiveBytes` (peak live tensor bytes) on the real-size DiT block and
@@ -40,6 +40,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+
+from .guidance import MAX_BRANCHES
 
 FP8_SKIP = ("modulation", "norm", "patch_embedding", "time_embedding", "time_projection", "text_embedding",
             "img_emb", "head")
@@ -67,7 +69,8 @@ VAE_DECODE_BYTES_PER_PIXEL = 22_528
 FRAGMENTATION = 0.10
 RESERVE = 768 * 2**20
 WINDOW_LATENTS = 21
-BRANCHES = 3
+BRANCHES = MAX_BRANCHES             # default branch count: the widest guidance mode (guidance.py), what an engine
+                                    # serving every mode must fit
 
 
 def _bytes_per(dtype: torch.dtype) -> int:
@@ -95,7 +98,8 @@ def activation_bytes(width: int, height: int, dtype: torch.dtype = torch.bfloat1
     return scale * (ACT_BYTES_PER_ELEMENT * branches * tokens * DIT_DIM + ACT_CONSTANT)
 
 
-def estimate_peak_bytes(mode: str, width: int, height: int, dtype: torch.dtype = torch.bfloat16) -> dict:
+def estimate_peak_bytes(mode: str, width: int, height: int, dtype: torch.dtype = torch.bfloat16,
+                        branches: int = BRANCHES) -> dict:
     """Per-phase peak GPU bytes of one job and the overall requirement (`total`, margins included)."""
     _check_size(width, height)
     pixels = width * height
@@ -106,7 +110,7 @@ def estimate_peak_bytes(mode: str, width: int, height: int, dtype: torch.dtype =
     dit_kept = dit if mode in ("full", "fp8") else 0
     phases = {
         "encode": resident + vae_if_moved + VAE_ENCODE_BYTES_PER_PIXEL * pixels,
-        "denoise": resident + dit + activation_bytes(width, height, dtype),
+        "denoise": resident + dit + activation_bytes(width, height, dtype, branches),
         "decode": resident + dit_kept + vae_if_moved + VAE_DECODE_BYTES_PER_PIXEL * pixels,
     }
     phases["total"] = int(max(phases.values()) * (1 + FRAGMENTATION) + RESERVE)
@@ -114,7 +118,7 @@ def estimate_peak_bytes(mode: str, width: int, height: int, dtype: torch.dtype =
 
 
 def choose_memory_mode(free_bytes: int, width: int, height: int, dtype: torch.dtype = torch.bfloat16, *,
-                       allow_approximate: bool = False) -> str:
+                       allow_approximate: bool = False, branches: int = BRANCHES) -> str:
     """The fastest memory mode whose modelled peak fits in `free_bytes` of free GPU memory.
 
     Order (fastest first): full, model_offload, sequential_offload (fp8 before sequential_offload only with
@@ -125,7 +129,7 @@ def choose_memory_mode(free_bytes: int, width: int, height: int, dtype: torch.dt
         raise ValueError(f"free_bytes must be >= 0, not {free_bytes}")
     order = APPROX_MODES_BY_SPEED if allow_approximate else EXACT_MODES_BY_SPEED
     for mode in order:
-        if estimate_peak_bytes(mode, width, height, dtype)["total"] <= free_bytes:
+        if estimate_peak_bytes(mode, width, height, dtype, branches)["total"] <= free_bytes:
             return mode
     return "sequential_offload"
 
@@ -154,7 +158,7 @@ def fits_now(nbytes: int, device: torch.device | str) -> bool:
 
 
 def resolve_memory_mode(mode: str, device: torch.device | str, width: int, height: int,
-                        dtype: torch.dtype = torch.bfloat16) -> str:
+                        dtype: torch.dtype = torch.bfloat16, branches: int = BRANCHES) -> str:
     """`mode` itself, or for "auto" the mode `choose_memory_mode` picks for the device's free memory now
     ("full" on the CPU, where the modes make no difference)."""
     if mode != "auto":
@@ -163,7 +167,7 @@ def resolve_memory_mode(mode: str, device: torch.device | str, width: int, heigh
     if device.type != "cuda":
         return "full"
     free, _total = torch.cuda.mem_get_info(device)
-    return choose_memory_mode(free, width, height, dtype)
+    return choose_memory_mode(free, width, height, dtype, branches=branches)
 
 
 def _check_size(width: int, height: int) -> None:

@@ -1,4 +1,4 @@
-"""Speed switches for the sampler that keep its outputs the same (issue 5 item 3), in one place for engine.py.
+"""Speed switches for the sampler that keep its outputs the same, in one place for engine.py and sampler.py.
 
 * `attention_context(name)`: run the DiT under one of diffusers' attention backends. "native" (the default) is
   PyTorch SDPA choosing its own kernel: flash on sm80+ in bf16, which the official code also requires. Every
@@ -49,7 +49,7 @@ def compile_dit(dit, backend: str = "inductor"):
     return dit
 
 
-def step_tensors(sigmas: torch.Tensor, timesteps: torch.Tensor, device: torch.device, branches: int = 3):
+def step_tensors(sigmas: torch.Tensor, timesteps: torch.Tensor, device: torch.device, branches: int):
     """(dt [steps] float32, t [steps, branches] float32) on `device`, from the CPU schedule.
 
     dt[i] = sigmas[i+1] - sigmas[i] is computed on the CPU in float32, exactly as the loop did, then copied once.

@@ -98,8 +98,8 @@ class WanVAE(ModelHolder):
         self._mean = torch.tensor(latent_mean, dtype=torch.float32)
         self._std = torch.tensor(latent_std, dtype=torch.float32)
 
-    def _scale(self) -> tuple[Tensor, Tensor]:
-        # Same tensors as the official wrapper: mean and 1/std computed in the model dtype, shaped [1, C, 1, 1, 1].
+    def scale(self) -> tuple[Tensor, Tensor]:
+        """(mean, 1/std): the official wrapper's `scale`, computed in the model dtype, shaped [1, C, 1, 1, 1]."""
         mean = self._mean.to(self.device, self.dtype).view(1, -1, 1, 1, 1)
         inv_std = 1.0 / self._std.to(self.device, self.dtype).view(1, -1, 1, 1, 1)
         return mean, inv_std
@@ -107,7 +107,7 @@ class WanVAE(ModelHolder):
     @torch.no_grad()
     def encode_mode(self, video: Tensor) -> Tensor:
         """[B,3,F,H,W] in [-1,1] -> normalised posterior mode [B,16,(F-1)//4+1,H/8,W/8]."""
-        mean, inv_std = self._scale()
+        mean, inv_std = self.scale()
         video = video.to(self.device, self.dtype)
         # One sample at a time like the official wrapper (diffusers would batch the causal chunks).
         mus = [self.model.encode(x).latent_dist.mode() for x in video.split(1)]
@@ -130,7 +130,7 @@ class WanVAE(ModelHolder):
         model = self.model
         if model.config.patch_size is not None or model.use_tiling:
             raise RuntimeError("decode_stream supports the Wan2.1 VAE without tiling (tiling changes results)")
-        mean, inv_std = self._scale()
+        mean, inv_std = self.scale()
         # `z / (1/std) + mean` reproduces the official decode exactly (`z * std + mean` differs ~2e-6).
         z = latents.to(self.device, self.dtype) / inv_std + mean
         x = model.post_quant_conv(z)  # whole sequence, as _decode does (a 1x1x1 conv: same size as the latents)

@@ -72,6 +72,16 @@ def plan_windows(num_latents: int, overlap: int, num_samples: int, compat: Compa
         s += stride
 
 
+def window_audio(wave, win: Window):
+    """The window's samples; past the end of the audio, silence (fixed mode pads short and final windows)."""
+    import numpy as np
+
+    seg = wave[win.audio_start:win.audio_end]
+    if seg.size < win.audio_end - win.audio_start:
+        seg = np.concatenate([seg, np.zeros(win.audio_end - win.audio_start - seg.size, np.float32)])
+    return seg
+
+
 def fusion_weights(n: int, scheme: str):
     """Weight of the current window on its n overlap latents (1 - w goes to the previous window):
     uniform j/(n-1) or log ln(1 + (e-1) j/(n-1)); both 0 at the window's first latent (its reference-anchored frame)."""

@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_env import MEDIA, PKG, add_cube_and_camera, add_voice, compat, runtime, strips_snapshot, wait_for
+from blender_env import MEDIA, PKG, add_cube_and_camera, add_voice, compat, strips_snapshot, wait_for
 
 from blender_env import addon, scene  # noqa: F401  (pytest fixtures)
 

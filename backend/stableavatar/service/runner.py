@@ -28,9 +28,13 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
         checkpoint_interval_s: float = 0.0, fault: str | None = None):
     """Generate `req` (a job.json dict) into `jd`, resuming from jd.state when present. Raises what
     engine.generate raises (CancelledError, OutOfMemoryError, UserInputError, ...). Returns GenerationResult."""
-    from ..engine import Hooks, SamplerState
+    from ..engine import Hooks
+    from ..job import prepare_job
+    from ..state import SamplerState
 
-    params = GenerationParams.from_dict(req["params"]).validate()
+    # from the job directory's own copies of the inputs (job.json), which outlive the caller's files
+    job = prepare_job(req["image"], req["audio"], GenerationParams.from_dict(req["params"]))
+    params = job.params
     job_id = req["id"]
     resume = None
     if jd.has_checkpoint():
@@ -76,7 +80,7 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
     hooks = Hooks(progress=progress, preview=preview, step_done=step_done, should_cancel=should_cancel)
     t0 = time.perf_counter()
     # overwrite: the job dir is ours; a same-request resubmit regenerates the identical result in place
-    result = engine.generate(req["image"], req["audio"], jd.path, params, hooks=hooks, resume=resume, overwrite=True)
+    result = engine.generate(job, jd.path, hooks=hooks, resume=resume, overwrite=True)
     log.info("job %s: done in %.1fs, %d frames; checkpoints %s", job_id, time.perf_counter() - t0,
              result.num_frames, stats.as_dict())
     jd.state.unlink(missing_ok=True)  # finished: the frames and video are the durable result now

@@ -16,11 +16,13 @@ import traceback
 import uuid
 
 from .. import contract, errors, oom, report, settings
+from ..checkpoints import searched_paths
 from ..cli_args import engine_settings_from_args
-from ..contract import ContractError, GenerationParams
-from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError, UserInputError
-from . import logs, runner
-from .jobdir import JobDir, JobLockedError, existing_file
+from ..contract import ContractError
+from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError
+from ..job import prepare_job
+from . import admission, logs, runner
+from .jobdir import JobDir, JobLockedError
 
 log = logging.getLogger("stableavatar.service")
 FAULTS_ENV = "STABLEAVATAR_SERVICE_FAULTS"  # tests only: lets `submit` carry {"fault": "oom@N"}
@@ -109,7 +111,7 @@ class Worker:
                                   memory_mode=self.memory_mode, **fields)
         exc = self.load_error
         weights = {"found": not isinstance(exc, CheckpointError), "path": a.checkpoints, "tiny": False,
-                   "searched": getattr(exc, "searched", None) or _searched(a.checkpoints)}
+                   "searched": getattr(exc, "searched", None) or searched_paths(a.checkpoints)}
         weights["error"] = str(exc) if exc else None
         weights["hint"] = getattr(exc, "hint", None)
         engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
@@ -198,44 +200,16 @@ class Worker:
                 err = JobLockedError(jd.path, os.getpid())
                 err.message = f"job directory {jd.path} is already queued or running in this worker as {j.id}"
                 raise err
-        image, audio = cmd.get("image"), cmd.get("audio")
-        if (image is None) != (audio is None):
-            raise ContractError(f"submit: missing field {'audio' if audio is None else 'image'!r}", op="submit",
-                                id=job_id, hint="give both image and audio, or neither to resume the job stored "
-                                "in job_dir", category="bad_request")
-        if image is None and not jd.has_request():
-            raise ContractError("submit: missing fields 'image' and 'audio' (job_dir holds no job.json to resume)",
-                                op="submit", id=job_id, category="bad_request")
-        if image is not None:
-            existing_file(image, "image"), existing_file(audio, "audio")
-        requested, client = cmd.get("params"), cmd.get("client")
-        stored = _stored_request(jd)
-        if image is None:
-            stored = jd.read_request()  # a readable job.json is required to resume: its error says why not
-            image, audio = stored["image"], stored["audio"]
-            client = stored.get("client") if client is None else client
-            requested = stored.get("params_requested", stored["params"]) if requested is None else requested
-        requested = GenerationParams.from_dict(requested or {}, where="params.").to_dict()
-        params = GenerationParams.from_dict(requested)
-        if params.seed == contract.RANDOM_SEED:  # the same request again keeps the seed drawn the first time
-            same = stored is not None and stored.get("params_requested") == requested
-            params = params.replace(seed=stored["params"]["seed"]) if same else params.with_seed()
+        sub = admission.read_submit(cmd, jd, job_id)
         engine = self.ensure_engine()
-        prepared = engine.check_inputs(image, audio, params)
+        # validate now, before the job is queued; it runs later from job.json (runner.run)
+        fingerprint = engine.fingerprint(prepare_job(sub.image, sub.audio, sub.params))
         lock = jd.lock()
         try:
-            req, resumed = jd.prepare_request(image, audio, params.to_dict(), job_id, self.worker_settings(),
-                                              client=client, requested=requested)
+            req, resumed = jd.prepare_request(sub.image, sub.audio, sub.params.to_dict(), job_id,
+                                              self.worker_settings(), client=sub.client, requested=sub.requested)
             meta = jd.checkpoint_meta() if resumed else {}
-            stored = meta.get("fingerprint")
-            if stored and getattr(prepared, "fingerprint", stored) != stored:
-                # same inputs and params, other weights/dtype: fail now, not after the job reaches the queue head
-                was = req.get("worker") or {}
-                raise UserInputError(
-                    f"the checkpoint in {jd.path} was made by a worker with other settings",
-                    hint=f"resume it with a worker started like the original (dtype {was.get('dtype')}, "
-                         f"transformer {was.get('transformer') or 'default'}), or delete "
-                         f"{jd.state.name} to start over")
+            admission.check_checkpoint(jd, req, meta, fingerprint)
         except BaseException:
             lock.release()
             raise
@@ -345,13 +319,6 @@ class Worker:
         return 0
 
 
-def _stored_request(jd: JobDir) -> dict | None:
-    try:
-        return jd.read_request() if jd.has_request() else None
-    except UserInputError:
-        return None
-
-
 def _int(v) -> int | None:
     try:
         return int(v)
@@ -367,16 +334,6 @@ def _cmd_id(cmd) -> str | None:
     """The job a failed request decides: only a submit's own id (a failed cancel leaves its job alone)."""
     ok = isinstance(cmd, dict) and cmd.get("op") == "submit" and isinstance(cmd.get("id"), str)
     return cmd["id"] if ok else None
-
-
-def _searched(checkpoints) -> list[str]:
-    if checkpoints:
-        return [str(checkpoints)]
-    try:
-        from ..checkpoints import default_search_paths
-        return [str(p) for p in default_search_paths()]
-    except Exception:  # noqa: BLE001
-        return []
 
 
 def claim_stdio():
