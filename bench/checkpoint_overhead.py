@@ -67,7 +67,7 @@ def main() -> int:
 
     from stableavatar.engine import Engine
     from stableavatar.job import prepare_job
-    from stableavatar.params import GenerationParams
+    from stableavatar.contract import GenerationParams
     from stableavatar.state import SamplerState
 
     tmp = Path(tempfile.mkdtemp(prefix="ckpt-bench-"))

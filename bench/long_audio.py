@@ -1,4 +1,4 @@
-"""Peak memory and wall time vs audio length (issue 2): 10 s and 60 s of real speech through the CLI on the tiny
+"""Peak memory and wall time vs audio length: 10 s and 60 s of real speech through the CLI on the tiny
 parity tree, each in its own process, measured side by side in one run.
 
     .venv/bin/python bench/long_audio.py [--size 128] [--steps 2] [--device cpu]

@@ -48,7 +48,8 @@ import torch
 
 from bench.memtrack import LiveBytes
 from stableavatar import compat, guidance, sampler
-from stableavatar.params import WINDOW_FRAMES, GenerationParams
+from stableavatar.contract import MEMORY_MODES, GenerationParams
+from stableavatar.windows import WINDOW_FRAMES
 from stableavatar.windows import WINDOW_LATENTS
 from bench.models import (Scale, build_audio_encoder, build_dit, build_image_encoder, build_text_encoder, build_vae,
                           clone_dit, dit_flops, real_scale, smoke_scale)
@@ -56,7 +57,6 @@ from bench.models import (Scale, build_audio_encoder, build_dit, build_image_enc
 # the product's default guidance and compat: what the DiT rows time, branch batch included
 GUIDANCE = guidance.get(GenerationParams.guidance)
 PLAN = GUIDANCE.branches(compat.get(GenerationParams.compat))
-MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
 NATIVE_BACKENDS = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math")
 OPTIONAL_BACKENDS = {"flash": "flash_attn", "_flash_3": "flash_attn_interface", "sage": "sageattention"}
 # dense bf16 tensor-core peaks (no sparsity), TFLOP/s; matched against torch.cuda.get_device_name

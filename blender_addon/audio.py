@@ -8,7 +8,7 @@ from __future__ import annotations
 import wave
 
 from .audio_range import Contribution
-from .timing import SAMPLE_RATE
+from .contract import SAMPLE_RATE
 
 
 class AudioError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .timing import SAMPLE_RATE
+from .contract import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

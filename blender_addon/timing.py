@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-MODEL_FPS = 25
-SAMPLE_RATE = 16000
+from .contract import MODEL_FPS, SAMPLE_RATE
 
 
 def scene_fps(fps: int, fps_base: float) -> Fraction:

@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO
 
-MEMORY_MODES = ("full", "model_offload", "sequential_offload", "fp8")
+from stableavatar.contract import MEMORY_MODES
 ATTENTION = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math", "flash", "_flash_3",
              "sage")
 

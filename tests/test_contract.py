@@ -117,6 +117,8 @@ def test_the_addon_loads_this_very_package():
 
 def test_modes_named_by_the_contract_exist_in_the_backend():
     assert {compat.get(name).name for name in contract.COMPAT_MODES} == set(contract.COMPAT_MODES)
+    from stableavatar import guidance
+    assert tuple(guidance.MODES) == contract.GUIDANCE_MODES
     from stableavatar import memory
     assert set(memory.APPROX_MODES_BY_SPEED) == set(contract.MEMORY_MODES)
 

@@ -61,7 +61,7 @@ def test_every_step_state_matches(parity_dir, tmp_path):
     """Latent state entering each step (a finer check that localises a divergence)."""
     from stableavatar.engine import Engine, Hooks
     from stableavatar.job import prepare_job
-    from stableavatar.params import GenerationParams
+    from stableavatar.contract import GenerationParams
 
     ref = load_file(parity_dir / "e2e" / "e2e_outputs.safetensors")
     run = _run_args(parity_dir)

@@ -7,7 +7,7 @@ from stableavatar import guidance
 from stableavatar.engine import Engine
 from stableavatar.errors import UserInputError
 from stableavatar.job import prepare_job
-from stableavatar.params import GenerationParams
+from stableavatar.contract import GenerationParams
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import StableAvatarError, UserInputError, CheckpointError  # noqa: E402
-from .params import GenerationParams  # noqa: E402
+from .contract import GenerationParams  # noqa: E402
 
 __all__ = ["Engine", "GenerationParams", "GenerationResult", "Hooks", "StableAvatarError", "UserInputError",
            "CheckpointError"]

@@ -1,4 +1,4 @@
-"""StableAvatar's timestep-aware audio adapter (spec §4.4; official `vocal_projector_fantasy_1B.py`).
+"""StableAvatar's timestep-aware audio adapter (docs/method.md §6.1; official `vocal_projector_fantasy_1B.py`).
 
 wav2vec2 tokens [K, L_a, 768] -> per-latent-frame audio context [K, F_w, N_a, D] for the DiT's audio attention:
 

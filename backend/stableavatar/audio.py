@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserInputError
-from .params import FPS, SAMPLE_RATE
+from .contract import SAMPLE_RATE, SAMPLES_PER_FRAME
 
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: the official int(sr / fps)
 SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS everywhere: nothing to lip-sync to
 
 

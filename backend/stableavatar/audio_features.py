@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import CheckpointError
 from .weights import ModelHolder
 
-SAMPLE_RATE = 16000
+from .contract import SAMPLE_RATE
 
 
 def _fail(folder: Path, what: str, e: Exception) -> CheckpointError:

@@ -1,14 +1,14 @@
-"""Per-latent-frame audio token windows (spec §5.4): which wav2vec2 tokens each latent frame's audio adapter sees.
+"""Per-latent-frame audio token windows (docs/method.md §6.2): which wav2vec2 tokens each latent frame's audio adapter sees.
 
 This is the official index maths, quirks included, because the checkpoints were trained with it:
 
 * `audio_token_ranges` = `split_audio_sequence` (wan/models/vocal_projector_fantasy.py): the token sequence is
   assumed to span `num_frames` video frames (81 by default, whatever the slice really holds: the "84-vs-81 stretch"
-  and the final-window compression of spec §9 items 3/4 come from here). Latent i >= 1 gets a range centred on its
+  and the final-window compression of docs/method.md §9 come from here). Latent i >= 1 gets a range centred on its
   four video frames; the first range is re-anchored to end where range 1 starts.
 * `split_audio_per_latent_frame` = `split_tensor_with_padding`: every range is widened by `expand_length` tokens on
   both sides (inclusive ends); the part inside the sequence is taken and the overflow on EITHER side is appended as
-  zeros at the END, so the first window is left-truncated rather than left-padded (spec §9 / parity README §6.10).
+  zeros at the END, so the first window is left-truncated rather than left-padded (docs/method.md §6.2; tests/data/parity/README.md).
   Every window then has `2*half + 1 + 2*expand_length` tokens.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Find and verify the official checkpoint folder layout (spec §2), unchanged on disk.
+"""Find and verify the official checkpoint folder layout (docs/method.md §2), unchanged on disk.
 
     ROOT/
       Wan2.1-Fun-V1.1-1.3B-InP/   config.json, diffusion_pytorch_model.safetensors, Wan2.1_VAE.pth,

@@ -1,7 +1,7 @@
 """The one place where `--compat official` and `--compat fixed` differ.
 
 `official` reproduces the released StableAvatar code (mirror 46c0492) number for number, quirks included
-(reference spec §9). `fixed` (the default) corrects the bugs. Everything else in the sampler is shared.
+(docs/method.md §9 explains each one). `fixed` (the default) corrects the bugs. Everything else in the sampler is shared.
 
 | behaviour                         | official (released code)                         | fixed                                            |
 |-----------------------------------|--------------------------------------------------|--------------------------------------------------|

@@ -1,4 +1,4 @@
-"""StableAvatar's audio-conditioned DiT: Wan2.1-Fun-1.3B-InP + per-latent-frame audio cross-attention (spec §4).
+"""StableAvatar's audio-conditioned DiT: Wan2.1-Fun-1.3B-InP + per-latent-frame audio cross-attention (docs/method.md §5).
 
 Parameter names are the ORIGINAL Wan names (`blocks.i.self_attn.q`, `blocks.i.cross_attn.k_vocal`,
 `vocal_projector.blocks.j.cross_attn.q`, ...), so the official `transformer3d-*.pt` (1143 keys) loads with
@@ -6,7 +6,7 @@ Parameter names are the ORIGINAL Wan names (`blocks.i.self_attn.q`, `blocks.i.cr
 features (`enable_layerwise_casting`, `enable_group_offload`, model CPU offload, attention backends through
 `dispatch_attention_fn`, `compile_repeated_blocks`) apply unchanged.
 
-Why not the stock `diffusers.WanTransformer3DModel.forward` (library-notes §5.6): its blocks reproduce the Wan maths,
+Why not the stock `diffusers.WanTransformer3DModel.forward`: its blocks reproduce the Wan maths,
 but its forward
 1. has no audio term: the per-latent-frame audio attention needs a custom attn2 processor plus `k_vocal`/`v_vocal`;
 2. does not expose what the audio adapter reads: the patch-embedded, zero-padded tokens of the last branch and its
@@ -17,7 +17,7 @@ but its forward
 and loading the official checkpoints would need a key conversion whose substring rules mangle the 48 audio keys.
 An own forward over modules with the original names is shorter than those hooks and loads the file as released.
 
-Precision (spec §4.6): weights and activations in the model dtype (float32 for parity, bfloat16 on GPU as official),
+Precision (docs/method.md §10): weights and activations in the model dtype (float32 for parity, bfloat16 on GPU as official),
 LayerNorm/RMSNorm computed in float32 and cast back, RoPE applied in float32, the timestep sinusoid in float64 and the
 time MLPs in float32 (`_keep_in_fp32_modules`, as official under `autocast(float32)`), then `e`/`e0` cast to the model
 dtype. The audio adapter keeps its small residual stream in float32 (see adapter.py).

@@ -10,7 +10,6 @@ and released. The sampler loop is `sampler.denoise`, the result folder `writer.p
 from __future__ import annotations
 
 import gc
-import platform
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,14 +19,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, sampler
+from . import oom, report, sampler
 from .checkpoints import CheckpointTree, file_sha256, locate
 from .errors import OutOfMemoryError, UserInputError
 from .guidance import MAX_BRANCHES
 from .job import PreparedJob, job_fingerprint
 from .memory import T5_BYTES, dit_on_device, fits_now, place_transformer, resolve_memory_mode
 from .output import VideoEncoder, write_json
-from .params import MEMORY_MODE_CHOICES, NEXT_MEMORY_MODE, WINDOW_FRAMES, GenerationParams
+from .contract import MEMORY_MODE_CHOICES, GenerationParams
+from .windows import WINDOW_FRAMES
 from .progress import Progress
 from .speed import attention_context
 from .state import SamplerState
@@ -153,15 +153,12 @@ class Engine:
         self._free()
 
     def info(self) -> dict:
-        gpu = None
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            gpu = {"name": torch.cuda.get_device_name(self.device), "total_mb": total // 2**20, "free_mb": free // 2**20}
+        gpu = report.gpu(self.device) if self.device.type == "cuda" else None
         return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "memory_mode": self.memory_mode, "gpu": gpu,
                 "weights": {"found": True, "path": str(self.tree.root), "tiny": self.tree.tiny,
                             "searched": [str(self.tree.root)]},
-                "versions": versions()}
+                "versions": report.versions()}
 
     def fingerprint(self, job: PreparedJob) -> str:
         """The job's fingerprint with this engine's weights and dtype (what a sampler checkpoint is tied to)."""
@@ -178,7 +175,7 @@ class Engine:
             "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny, "arch": tree.arch,
                             "transformer": str(self._dit_path),
                             "sha256": {str(p.relative_to(tree.root)): file_sha256(p) for p in tree.weight_files()}},
-            "versions": versions(),
+            "versions": report.versions(),
         }
 
     # ------------------------------------------------------------------ one job
@@ -246,7 +243,7 @@ class Engine:
         except torch.cuda.OutOfMemoryError:
             self._free()
             raise OutOfMemoryError(f"the GPU ran out of memory at {p.width}x{p.height} in memory mode "
-                                   f"{self.memory_mode}", hint=_oom_hint(self.memory_mode, p)) from None
+                                   f"{self.memory_mode}", hint=oom.hint(self.memory_mode, p.width, p.height)) from None
 
         latents_path = save_latents(out_dir / "latents.safetensors", latents) if p.save_latents else None
         timings["total_s"] = time.perf_counter() - t0
@@ -306,20 +303,3 @@ class Engine:
             for w in job.windows:  # wav2vec2 runs once per window, not once per step per window
                 audio.append(self._audio_encoder(window_audio(job.wave, w)).to(self.device, self.dtype))
         return sampler.Conditioning(text, clip, y, audio)
-
-
-def _oom_hint(mode: str, params: GenerationParams) -> str:
-    nxt = NEXT_MEMORY_MODE.get(mode)
-    smaller = " or a smaller resolution such as 512x512" if params.width * params.height > 512 * 512 else ""
-    if nxt:
-        return f"retry with memory mode {nxt}{smaller}"
-    return f"close other programs using the GPU{smaller}"
-
-
-def versions() -> dict:
-    import diffusers
-    import transformers
-
-    return {"stableavatar": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "cuda": torch.version.cuda}

@@ -19,7 +19,7 @@ from . import compat as compat_modes
 from . import guidance as guidance_modes
 from .audio import load_audio, num_video_frames
 from .image import load_reference
-from .params import GenerationParams
+from .contract import GenerationParams
 from .windows import Window, latent_frames, plan_windows
 
 

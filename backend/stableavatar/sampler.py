@@ -16,7 +16,7 @@ import torch
 from .errors import CancelledError
 from .guidance import AUDIO, Branches, GuidanceMode
 from .job import PreparedJob
-from .params import WINDOW_FRAMES
+from .windows import WINDOW_FRAMES
 from .schedule import flow_sigmas
 from .speed import step_tensors
 from .windows import WINDOW_LATENTS, fuse_window_overlap, fusion_weights

@@ -1,4 +1,4 @@
-"""Flow-matching noise schedule (spec §6.4): diffusers' FlowMatchEulerDiscreteScheduler with the official
+"""Flow-matching noise schedule (docs/method.md §7.1): diffusers' FlowMatchEulerDiscreteScheduler with the official
 settings, used only as the source of the sigma table. The Euler update itself is one line in the sampler
 (x_next = x + (sigma_next - sigma) * v), which keeps the schedule plain data, k-diffusion style."""
 from __future__ import annotations

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
 
-# Official per-channel latent statistics (wan_vae.py L629-639, spec §11.4).
+# Official per-channel latent statistics (official wan_vae.py L629-639).
 LATENT_MEAN: list[float] = [
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,

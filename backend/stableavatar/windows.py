@@ -1,4 +1,4 @@
-"""Sliding-window plan over the latent sequence, the audio slice of each window, and overlap fusion (spec §5.3, §6.5, §6.7)."""
+"""Sliding-window plan over the latent sequence, the audio slice of each window, and overlap fusion (docs/method.md §7.4-7.5)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from .compat import Compat
 from .errors import UserInputError
-from .params import WINDOW_FRAMES
 
+WINDOW_FRAMES = 81                              # pixel frames per window (official clip length), as trained
 WINDOW_LATENTS = (WINDOW_FRAMES - 1) // 4 + 1   # 21
 SAMPLES_PER_LATENT = 4 * 640                    # a latent after the first covers 4 video frames of 40 ms
 

@@ -20,9 +20,10 @@ from .checkpoints import file_sha256
 from .errors import UserInputError
 from .job import PreparedJob
 from .output import VideoEncoder, atomic_path, to_uint8_frames, write_png
-from .params import FPS
+from .contract import JOB_FILES
+from .contract import MODEL_FPS as FPS
 
-RESULT_NAMES = ("manifest.json", "video.mp4", "latents.safetensors")
+RESULT_NAMES = tuple(JOB_FILES[k] for k in ("manifest", "video", "latents"))  # what marks a finished result
 
 
 def check_out_dir(out_dir: Path, may_replace: bool) -> None:
