@@ -170,3 +170,19 @@ def test_parse_event_checks_types():
                                          "reason": "cancel"}))
     with pytest.raises(contract.ContractError, match="unknown type"):
         contract.parse_event(b'{"protocol": 1, "type": "teleport"}')
+
+
+def test_a_parameter_declared_in_the_contract_reaches_the_sampler(tmp_path, tiny_tree, media_dir):
+    """`shift` is declared only in contract/values.py and used only in sampler.py: it must arrive from the CLI."""
+    import soundfile as sf
+    wave, sr = sf.read(media_dir / "case-2-speech.wav", dtype="int16")
+    sf.write(tmp_path / "voice.wav", wave[:sr], sr)
+    out = {}
+    for shift in ("5", "2"):
+        res = run_cli("generate", "--checkpoints", tiny_tree, "--image", media_dir / "case-1-reference.png",
+                      "--audio", tmp_path / "voice.wav", "--out", tmp_path / shift, "--width", "32",
+                      "--height", "32", "--steps", "2", "--shift", shift, "--save-latents", "--device", "cpu")
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert json.loads((tmp_path / shift / "manifest.json").read_text())["params"]["shift"] == float(shift)
+        out[shift] = (tmp_path / shift / "latents.safetensors").read_bytes()
+    assert out["5"] != out["2"]

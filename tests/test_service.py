@@ -298,6 +298,8 @@ def test_bad_requests_get_errors_and_the_worker_survives(worker, ready, work, au
           "params": {"allow_silent": "false"}}, "bad_input", "must be a boolean"),  # strict JSON types
         ({"op": "submit", "job_dir": str(work / "e9"), "image": image, "audio": str(audio[2]),
           "params": {"steps": "2"}}, "bad_input", "must be an integer"),
+        ({"op": "submit", "job_dir": str(work / "e10"), "image": image, "audio": str(audio[2]),
+          "params": {"shift": 0.5}}, "bad_input", "shift 0.5 is out of range"),
         ({"op": "submit", "job_dir": str(work / "e7"), "image": str(audio[2]), "audio": str(audio[2])},
          "bad_input", ""),  # a WAV passed as the image
     ]

@@ -82,3 +82,15 @@ def test_sigma_table_is_exact(parity_dir):
     torch.testing.assert_close(s50[[0, 1, 2, 3, 47, 48, 49, 50]],
                                torch.tensor([1.0, 0.99587, 0.99160, 0.98719, 0.19280, 0.11482, 0.02441, 0.0]),
                                atol=1e-5, rtol=0)
+
+
+def test_schedule_shift_follows_the_flow_shift_formula():
+    def shifted(k, s):
+        return k * s / (1 + (k - 1) * s)
+    for k in (1.0, 3.0, 5.0, 8.0):
+        sigmas, timesteps = flow_sigmas(50, k)
+        # the released quirk kept for every shift: sigma_min is shifted before the grid is spaced, then again
+        grid = torch.linspace(1.0, shifted(k, 1 / 1000), 50, dtype=torch.float64)
+        torch.testing.assert_close(sigmas[:-1], shifted(k, grid).float(), atol=2e-6, rtol=0)
+        assert sigmas[-1] == 0 and torch.equal(timesteps, sigmas[:-1] * 1000)
+    assert not torch.equal(flow_sigmas(50, 3.0)[0], flow_sigmas(50)[0])

@@ -101,7 +101,7 @@ def denoise(dit, job: PreparedJob, cond: Conditioning, latents: torch.Tensor, st
     plan = mode.branches(compat)
     keep = state_dtype(job)
     seq_len = token_seq_len(job)
-    sigmas, timesteps = flow_sigmas(p.steps)
+    sigmas, timesteps = flow_sigmas(p.steps, p.shift)
     # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
     # synchronises the stream (once per step for dt, once per fused window for the weights)
     dts, ts = step_tensors(sigmas, timesteps, device, mode.num_branches)

@@ -150,6 +150,9 @@ class GenerationParams(_Values):
     height: int = param(512, "frame height in pixels (a preset or any multiple of 16)", min=16, max=MAX_SIDE,
                         multiple=RESOLUTION_MULTIPLE)
     steps: int = param(50, "denoising steps (official: 50)", min=1, max=1000)
+    shift: float = param(5.0, "flow-matching schedule shift: higher spends more steps at high noise (official: 5, "
+                              "fixed by the released config; fewer steps often look better with more)", min=1.0,
+                         max=20.0, panel="guidance", label="Schedule shift")
     seed: int = param(42, f"noise seed; {RANDOM_SEED} draws a new one per job and records it", min=RANDOM_SEED,
                       max=2**63 - 1, panel="main", panel_default=RANDOM_SEED)
     overlap: int = param(5, "window overlap in latent frames (official: 5)", min=2, max=20, panel="guidance")
