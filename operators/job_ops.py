@@ -10,13 +10,15 @@ from . import runtime, timeline
 
 
 class _JobOp:
+    """An operator on one job row: `run(context, scene, job)` returns True when it did something."""
     job_id: StringProperty()
 
-    def job(self, context):
+    def execute(self, context):
         scene, job = runtime.find_job(self.job_id)
         if job is None:
             self.report({"ERROR"}, f"no job {self.job_id}")
-        return scene, job
+            return {"CANCELLED"}
+        return {"FINISHED"} if self.run(context, scene, job) else {"CANCELLED"}
 
 
 class STABLEAVATAR_OT_cancel_job(_JobOp, bpy.types.Operator):
@@ -24,12 +26,9 @@ class STABLEAVATAR_OT_cancel_job(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.cancel_job"
     bl_label = "Cancel Job"
 
-    def execute(self, context):
-        _, job = self.job(context)
-        if job is None:
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
         runtime.cancel(job)
-        return {"FINISHED"}
+        return True
 
 
 class STABLEAVATAR_OT_retry_job(_JobOp, bpy.types.Operator):
@@ -37,13 +36,12 @@ class STABLEAVATAR_OT_retry_job(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.retry_job"
     bl_label = "Retry Job"
 
-    def execute(self, context):
-        _, job = self.job(context)
-        if job is None or job.status in rows.ACTIVE:
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
+        if job.status in rows.ACTIVE:
+            return False
         job.error_text = ""
         runtime.submit(job)
-        return {"FINISHED"}
+        return True
 
 
 class STABLEAVATAR_OT_reimport_job(_JobOp, bpy.types.Operator):
@@ -51,18 +49,15 @@ class STABLEAVATAR_OT_reimport_job(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.reimport_job"
     bl_label = "Re-import Result"
 
-    def execute(self, context):
-        scene, job = self.job(context)
-        if job is None:
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
         if not jobs.finished_result(job.job_dir):
             self.report({"ERROR"}, f"job {job.job_id} has no finished frames in {job.job_dir}")
-            return {"CANCELLED"}
+            return False
         timeline.import_result(scene, job)
         if job.status == rows.ERROR:
             self.report({"ERROR"}, job.message)
-            return {"CANCELLED"}
-        return {"FINISHED"}
+            return False
+        return True
 
 
 class STABLEAVATAR_OT_open_job_folder(_JobOp, bpy.types.Operator):
@@ -70,12 +65,11 @@ class STABLEAVATAR_OT_open_job_folder(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.open_job_folder"
     bl_label = "Open Job Folder"
 
-    def execute(self, context):
-        _, job = self.job(context)
-        if job is None or not os.path.isdir(job.job_dir):
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
+        if not os.path.isdir(job.job_dir):
+            return False
         bpy.ops.wm.path_open(filepath=job.job_dir)
-        return {"FINISHED"}
+        return True
 
 
 class STABLEAVATAR_OT_copy_error(_JobOp, bpy.types.Operator):
@@ -83,13 +77,10 @@ class STABLEAVATAR_OT_copy_error(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.copy_error"
     bl_label = "Copy Error"
 
-    def execute(self, context):
-        _, job = self.job(context)
-        if job is None:
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
         context.window_manager.clipboard = job.error_text or job.message
         self.report({"INFO"}, "error report copied")
-        return {"FINISHED"}
+        return True
 
 
 class STABLEAVATAR_OT_remove_job(_JobOp, bpy.types.Operator):
@@ -97,18 +88,12 @@ class STABLEAVATAR_OT_remove_job(_JobOp, bpy.types.Operator):
     bl_idname = "stableavatar.remove_job"
     bl_label = "Remove Job Row"
 
-    def execute(self, context):
-        scene, job = self.job(context)
-        if job is None:
-            return {"CANCELLED"}
+    def run(self, context, scene, job):
         if job.status in rows.ACTIVE:
             runtime.cancel(job)
-        jobs = scene.stableavatar.jobs
-        for i, j in enumerate(jobs):
-            if j.job_id == self.job_id:
-                jobs.remove(i)
-                break
-        return {"FINISHED"}
+        job_rows = scene.stableavatar.jobs
+        job_rows.remove(next(i for i, j in enumerate(job_rows) if j.job_id == self.job_id))
+        return True
 
 
 classes = (STABLEAVATAR_OT_cancel_job, STABLEAVATAR_OT_retry_job, STABLEAVATAR_OT_reimport_job,
