@@ -4,53 +4,5 @@ Registration only. The model runs in a separate backend process (`python -m stab
 this extension never imports torch. Layout: blender_addon/ (no bpy: the contract, protocol client, job rows,
 job folders, timing and audio maths, version shims), preferences.py, operators/ and ui/ (bpy classes).
 """
-import atexit
-
-import bpy
-from bpy.app.handlers import persistent
-
-from . import preferences
-from .operators import animate, backend_ops, job_ops, runtime
-from .ui import panels, props
-
-CLASSES = (preferences.classes + props.classes + animate.classes + job_ops.classes + backend_ops.classes
-           + panels.classes)
-
-
-@persistent
-def _on_load_post(*_args):
-    runtime.reattach()
-    runtime.ensure_timer()
-
-
-def _reattach_once():
-    """Enabling the extension with a file already open: pick up its jobs (bpy.data is off-limits in register)."""
-    runtime.reattach()
-    return None
-
-
-def _at_exit():
-    runtime.stop_backend(timeout=5.0, settle=False)
-
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.stableavatar = bpy.props.PointerProperty(type=props.STABLEAVATAR_PG_settings)
-    bpy.app.handlers.load_post.append(_on_load_post)
-    atexit.register(_at_exit)
-    runtime.ensure_timer()
-    bpy.app.timers.register(_reattach_once, first_interval=0.5)
-
-
-def unregister():
-    if bpy.app.timers.is_registered(_reattach_once):
-        bpy.app.timers.unregister(_reattach_once)
-    runtime.remove_timer()
-    runtime.stop_backend(timeout=5.0, settle=False)
-    atexit.unregister(_at_exit)
-    if _on_load_post in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(_on_load_post)
-    del bpy.types.Scene.stableavatar
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+if __package__:  # Blender imports the extension as a package; a test runner may import this file on its own
+    from .registration import register, unregister  # noqa: F401

@@ -16,7 +16,7 @@ LONG_OK = {"backend/stableavatar/dit.py", "bench/run.py"}  # the single-file mod
 
 
 def _addon_files():
-    yield from (REPO / p for p in ("__init__.py", "preferences.py"))
+    yield from (REPO / p for p in ("__init__.py", "registration.py", "preferences.py"))
     for d in ADDON_DIRS:
         yield from sorted((REPO / d).glob("*.py"))
 

@@ -37,7 +37,7 @@ def test_register_unregister_leaves_nothing_behind(addon):
         wait_for(lambda: rt.SESSION.info is not None, 120, "the backend's ready message")
         assert "torch" in prefs().backend_report and "weights found" in prefs().backend_report
         proc = rt.SESSION.client.proc
-        tick, once = rt.tick, sys.modules[PKG]._reattach_once
+        tick, once = rt.tick, sys.modules[PKG + ".registration"]._reattach_once
         disable()
         assert proc.poll() is not None, "backend still running after unregister"
         assert _ours() == [] and not hasattr(bpy.types.Scene, "stableavatar")
