@@ -38,3 +38,23 @@ def run_cli(*args, timeout=600, env=None):
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "stableavatar", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=e, cwd=str(REPO))
+
+
+# Blender as a module can hang for ever in its C++ static destructors when the process exits (seen with
+# bpy 4.5.15 after a GPU-backed render: a GPU worker thread still waits on the condition variable being
+# destroyed). Once pytest has reported, run the Python exit handlers ourselves and leave without the C++ ones.
+_EXIT_STATUS = [0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS[0] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "bpy" in sys.modules:
+        import atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])
