@@ -116,7 +116,12 @@ def _tree(root: Path) -> CheckpointTree:
         try:
             arch = json.loads((root / "arch.json").read_text())
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{root / 'arch.json'} is not valid JSON ({exc})") from exc
+            raise CheckpointError(f"{root / 'arch.json'} is not valid JSON ({exc})",
+                                  hint="a tiny test tree's arch.json is damaged: restore it from the source tree "
+                                       "(tests/data/parity/checkpoints)") from exc
+        if not isinstance(arch, dict):
+            raise CheckpointError(f"{root / 'arch.json'} is not a JSON object",
+                                  hint="restore it from the source tree (tests/data/parity/checkpoints)")
     base = root / BASE_DIR
     return CheckpointTree(
         root=root, base=base, wav2vec=root / WAV2VEC_DIR, arch=arch,
