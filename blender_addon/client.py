@@ -118,9 +118,10 @@ class BackendClient:
                 continue
             try:
                 event = contract.parse_event(raw)
-            except contract.ContractError as exc:  # a stray print, or a newer worker's event: keep it visible
+            except Exception as exc:  # noqa: BLE001 - a stray print, a newer worker's event: never end the reader,
+                # or the exit event below would never come and the rows would wait forever
                 event = {"type": "log", "message": raw.decode("utf-8", "replace").strip()[:500],
-                         "reason": exc.message}
+                         "reason": getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"}
             self._post(event)
         code = self.proc.wait()
         self._post({"type": "exit", "returncode": code, "log_tail": tail(self.log_path, start=self.log_start)})

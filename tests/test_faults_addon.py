@@ -45,8 +45,18 @@ def _crashes_at_import(tmp):
     return _script(tmp / "python", f'PYTHONPATH="{tmp / "site"}" exec "{sys.executable}" "$@"')
 
 
-STARTS = {  # Backend Python -> the words the row's message must hold
+def _not_a_program(tmp):
+    path = tmp / "python"
+    path.write_bytes(b"\x7fELF\x02garbage")  # executable bits, but nothing the system can run
+    path.chmod(0o755)
+    return path
+
+
+STARTS = {  # Backend Python -> the words the row's message must hold, and its hint's
     "not executable": (_not_executable, "permission denied (not executable)", "chmod +x"),
+    "not a program": (_not_a_program, "is not a program", "Install Backend"),
+    "exits at once": (lambda tmp: _script(tmp / "python", "exit 3"), "exited (code 3) before it was ready",
+                      "Backend Python"),
     "no backend installed": (_no_backend, "no StableAvatar backend installed", "Install Backend"),
     "crashes at import": (_crashes_at_import, "crashed while starting (SyntaxError", "reinstall the backend"),
 }

@@ -181,3 +181,14 @@ def test_nan_audio_through_the_worker_is_named(worker, tmp_path):
     err = _send(worker, "nan", tmp_path / "job", tmp_path / "nan.wav")
     assert err["type"] == "error" and err["category"] == "bad_input" and "NaN" in err["message"], err
     assert not os.path.exists(tmp_path / "job")
+
+
+@pytest.mark.parametrize("flags, code, fragment", [
+    (["--checkpoints", IMAGE], 3, "is a file, not a folder"),
+    (["--transformer", BASE], 3, "is a folder, not a file"),
+    (["--prompt", "talking \udcff\udcfe"], 2, "not valid Unicode text"),  # bytes that are not UTF-8 in argv
+], ids=["checkpoints is a file", "transformer is a folder", "prompt of invalid bytes"])
+def test_wrong_kinds_of_argument_are_named(flags, code, fragment, voice, tmp_path):
+    flags = [str(tmp_path / f) if f == BASE else f for f in flags]
+    (tmp_path / BASE).mkdir()
+    generate(tmp_path / "out", voice, *flags).one_error(code, fragment)

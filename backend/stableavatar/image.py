@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def open_rgb(path: str | os.PathLike, alpha_background=(255, 255, 255)):
     path = require_file(path, "image", hint="pass a PNG/JPEG/WebP/TIFF file")
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below says it in one line
+            img = Image.open(path)
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise TooLargeError(f"image {path.name} is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} "
                                 f"megapixels, over the limit of {MAX_IMAGE_PIXELS // 1_000_000}",

@@ -91,6 +91,8 @@ class Worker:
             exc = self.load_error
             if isinstance(exc, StableAvatarError):
                 raise exc
+            if not errors.describe(exc).bug:  # an unreadable drive, no space: told as such, not as a bug
+                raise exc
             raise StableAvatarError(f"the engine failed to load: {type(exc).__name__}: {exc}",
                                     hint="see the worker log; restart the backend") from exc
         return self.engine
@@ -114,8 +116,8 @@ class Worker:
                    "searched": getattr(exc, "searched", None) or searched_paths(a.checkpoints)}
         weights["error"] = str(exc) if exc else None
         weights["hint"] = getattr(exc, "hint", None)
-        engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
-                        "hint": getattr(exc, "hint", None)} if exc else None
+        told = errors.describe(exc) if exc else None
+        engine_error = {"category": told.category, "message": told.message, "hint": told.hint} if exc else None
         return contract.event("ready", versions=report.versions(), device=a.device, dtype=a.dtype, gpu=report.gpu(),
                               weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
 
