@@ -5,7 +5,6 @@ import io
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 

@@ -7,7 +7,7 @@
     stableavatar-files.json the files above, recorded before they are written (ownership.py): only they are
                             ever replaced or deleted in this folder
 
-Every file appears atomically under its final name (output.atomic_path).
+Every file appears atomically under its final name (files.atomic_path).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from . import __version__, ownership
 from .checkpoints import file_sha256
 from .errors import FilesystemError, UserInputError, os_error
 from .job import PreparedJob
-from .output import VideoEncoder, atomic_path, to_uint8_frames, write_png
+from .output import VideoEncoder, to_uint8_frames, write_png
 from .contract import JOB_FILES
 from .contract import MODEL_FPS as FPS
 
@@ -62,7 +62,6 @@ def prepare_out_dir(out_dir: Path, names) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ownership.claim(out_dir, names)  # first: it refuses a frames/ that links elsewhere
         (out_dir / JOB_FILES["frames"]).mkdir(exist_ok=True)
-        ownership.sweep_partials(out_dir)  # a killed run's temporary files
     except OSError as exc:
         raise (os_error(exc, f"cannot write the output folder {out_dir}") or exc) from exc
 
