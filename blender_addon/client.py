@@ -17,6 +17,7 @@ import sys
 import threading
 
 from . import contract
+from .startup import BackendStartError, start_error
 
 _generation = itertools.count(1)
 
@@ -50,11 +51,12 @@ def clean_env() -> dict:
     return env
 
 
-def tail(path: str, limit: int = 4000) -> str:
+def tail(path: str, limit: int = 4000, start: int = 0) -> str:
+    """The end of a log file, from byte `start` on (what one backend process wrote into a shared log)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
+            f.seek(max(start, f.tell() - limit))
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
@@ -71,10 +73,17 @@ class BackendClient:
         self.generation = next(_generation)
         self.proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self.log_start = 0  # where this process's part of the (appended) log begins
 
     def start(self) -> "BackendClient":
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        log = open(self.log_path, "ab")
+        """Start the process; a Backend Python that cannot be run raises startup.BackendStartError."""
+        try:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            log = open(self.log_path, "ab")
+            self.log_start = log.seek(0, os.SEEK_END)
+        except OSError as exc:
+            raise BackendStartError(f"cannot write the backend log {self.log_path}: {exc.strerror or exc}",
+                                    "check that the add-on's user folder is writable") from None
         kwargs = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
@@ -83,6 +92,8 @@ class BackendClient:
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                          cwd=self.cwd, env=clean_env(), **kwargs)
+        except OSError as exc:  # not executable, not a program, missing interpreter
+            raise start_error(self.argv[0], exc) from None
         finally:
             log.close()
         threading.Thread(target=self._read, name="stableavatar-backend-reader", daemon=True).start()
@@ -107,12 +118,13 @@ class BackendClient:
                 continue
             try:
                 event = contract.parse_event(raw)
-            except contract.ContractError as exc:  # a stray print, or a newer worker's event: keep it visible
+            except Exception as exc:  # noqa: BLE001 - a stray print, a newer worker's event: never end the reader,
+                # or the exit event below would never come and the rows would wait forever
                 event = {"type": "log", "message": raw.decode("utf-8", "replace").strip()[:500],
-                         "reason": exc.message}
+                         "reason": getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"}
             self._post(event)
         code = self.proc.wait()
-        self._post({"type": "exit", "returncode": code, "log_tail": tail(self.log_path)})
+        self._post({"type": "exit", "returncode": code, "log_tail": tail(self.log_path, start=self.log_start)})
 
     def send(self, op: str, **fields) -> bool:
         """Write one request (checked against the contract); False when the backend is gone (its exit event

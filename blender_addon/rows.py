@@ -6,7 +6,7 @@ fraction, step, steps, window, windows, eta_s, seed, error_text); the tests use 
 """
 from __future__ import annotations
 
-from . import jobs
+from . import jobs, startup
 
 PREPARING, QUEUED, RUNNING, CANCELLING, IMPORTED, CANCELLED, ERROR = (
     "PREPARING", "QUEUED", "RUNNING", "CANCELLING", "IMPORTED", "CANCELLED", "ERROR")
@@ -100,15 +100,20 @@ def apply(row, event: dict, log_path: str = "") -> str | None:
     return None
 
 
-def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool) -> bool:
-    """The backend this row's job was sent to exited. Returns whether the job should be submitted again."""
+def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool, ready: bool = True) -> bool:
+    """The backend this row's job was sent to exited (`ready`: after it had started). Returns whether the job
+    should be submitted again."""
     if row.status not in ACTIVE:
         return False
     if row.status == CANCELLING:
         cancelled(row, "backend stopped")
         return False
-    if resubmit:
+    if resubmit and ready:
         return True
+    if not ready:  # it never started: say why (from its log), not "press Retry to resume"
+        message, hint = startup.exited_before_ready(code, log_tail)
+        set_error(row, message, hint=hint, log_path=log_path, log_tail=log_tail)
+        return False
     set_error(row, f"the backend stopped (exit code {code}) while this job was {row.status.lower()}",
               hint="press Retry to resume it from its last step", log_path=log_path, log_tail=log_tail)
     return False

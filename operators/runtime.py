@@ -15,6 +15,7 @@ import bpy
 
 from ..blender_addon import install, jobs, rows
 from ..blender_addon.client import BackendClient, backend_command, incompatible, known_params, tail
+from ..blender_addon.startup import BackendStartError
 from ..preferences import ADDON_ID, prefs
 from . import timeline
 
@@ -88,7 +89,8 @@ def ensure_client() -> BackendClient:
             return client
         stop_backend(settle=False)  # idle, and the preferences changed: start over with the new ones
     elif client is not None:  # died and its exit event not handled yet: settle its jobs first
-        _backend_exited({"returncode": client.proc.returncode, "log_tail": tail(log_path())})
+        _backend_exited({"returncode": client.proc.returncode,
+                         "log_tail": tail(log_path(), start=client.log_start)})
     SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
     SESSION.sent = set()
     SESSION.info = None
@@ -147,6 +149,9 @@ def submit(job) -> bool:
         client = ensure_client()
     except BackendConfigError as exc:
         rows.set_error(job, str(exc))
+        return False
+    except BackendStartError as exc:  # not executable, not a program: the row says so, nothing escapes
+        rows.set_error(job, exc.message, hint=exc.hint, log_path=log_path())
         return False
     request = None if jobs.read_request(job.job_dir) else job.pending_request()
     if request is not None:
@@ -246,13 +251,15 @@ def _handle(event: dict):
 
 def _backend_exited(event: dict):
     code = event.get("returncode")
+    ready = SESSION.info is not None  # it had started; else it died starting, and its log says why
     SESSION.client = None
     sent, SESSION.sent = SESSION.sent, set()
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
-    log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + event.get("log_tail", "")
+    log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + str(event.get("log_tail") or "")
     for scene, job in iter_jobs():
-        if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit):
+        if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit,
+                                                       ready=ready):
             submit(job)
 
 
@@ -292,14 +299,41 @@ def tick() -> float | None:
                 except queue.Empty:
                     break
             handled += 1
-            _handle(event)
-        _enforce_cancel_deadlines()
+            _guarded(_handle, event)
+        _guarded(_enforce_cancel_deadlines)
     finally:
         SESSION.in_tick = False
     if handled:
-        _redraw()
-    busy = SESSION.client is not None or any(j.status in rows.ACTIVE for _, j in iter_jobs())
+        _guarded(_redraw)
+    try:
+        busy = SESSION.client is not None or any(j.status in rows.ACTIVE for _, j in iter_jobs())
+    except Exception:  # noqa: BLE001 - e.g. while a file is being loaded
+        busy = True
     return TICK_BUSY_S if busy else TICK_IDLE_S
+
+
+def _guarded(fn, *args) -> None:
+    """Run one step of the tick; an exception never leaves it. A timer function that raises is unregistered by
+    Blender, and every job row would wait forever: the failure goes to the console and, when the event names a
+    job, into that row."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        import traceback
+        text = traceback.format_exc()
+        what = repr(args[0])[:200] if args else fn.__name__
+        print(f"StableAvatar: the add-on failed to handle {what}\n{text}")
+        try:
+            event = args[0] if args and isinstance(args[0], dict) else {}
+            job_id = event.get("id")
+            _, job = find_job(job_id) if isinstance(job_id, str) and job_id else (None, None)
+            if job is not None and job.status in rows.ACTIVE:
+                rows.set_error(job, f"the add-on failed to handle a {str(event.get('type'))[:40]} event: {exc}",
+                               hint="this is a bug; press Retry to resume the job", log_tail=text)
+            else:
+                SESSION.last_error = f"the add-on failed to handle a backend message: {exc}"
+        except Exception:  # noqa: BLE001 - reporting must not raise either
+            pass
 
 
 def ensure_timer():

@@ -121,7 +121,7 @@ def test_existing_result_is_not_overwritten(good, tiny_tree, tmp_path):
     out.mkdir()
     (out / "video.mp4").write_bytes(b"precious")
     res = _gen(tiny_tree, good["image"], good["audio"], out)
-    assert res.returncode == 2 and "already holds a result" in res.stderr
+    assert res.returncode == 2 and "holds files stableavatar did not write (video.mp4)" in res.stderr
     assert (out / "video.mp4").read_bytes() == b"precious"
 
 

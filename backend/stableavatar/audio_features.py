@@ -64,12 +64,31 @@ def load_audio_encoder(folder, device="cpu", dtype=torch.float32) -> "AudioEncod
     missing = sorted(info.get("missing_keys", []))
     unexpected = sorted(k for k in info.get("unexpected_keys", []) if not k.startswith("lm_head."))
     mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", []))
+    weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.exists()), folder)
     if missing or unexpected or mismatched:
         from .weights import check_keys
-        weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.exists()), folder)
         check_keys(weights, missing, unexpected, mismatched)
+    _check_weights(model, weights)
     model.to(dtype).eval().requires_grad_(False)  # eval also disables spec-augment masking and layerdrop
     return AudioEncoder(model, extractor).to(device)
+
+
+def _check_weights(model, weights: Path) -> None:
+    """from_pretrained casts whatever the file holds into the model's float parameters: check the file's dtypes
+    (safetensors header, no data read) and the loaded values (weights.checked)."""
+    from .weights import checked
+
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                kind = f.get_slice(key).get_dtype()
+                if not kind.startswith(("F", "BF")):
+                    raise CheckpointError(f"{weights.name}: tensor {key} is {kind}, not floating point (a damaged "
+                                          f"or foreign checkpoint)", "re-download facebook/wav2vec2-base-960h")
+    for name, t in model.state_dict().items():
+        checked(name, t, weights)
 
 
 class AudioEncoder(ModelHolder):

@@ -53,9 +53,11 @@ class CheckpointTree:
     def transformer_for(self, width: int, height: int, override: str | os.PathLike | None = None) -> Path:
         """The StableAvatar weights for a resolution: square.pt for W == H, rec-vec.pt otherwise (README tips)."""
         if override:
-            p = Path(override)
+            p = Path(override).expanduser()
             if not p.is_file():
-                raise CheckpointError(f"transformer file {p} does not exist", hint=DOWNLOAD_HINT)
+                what = "is a folder, not a file" if p.is_dir() else "is not a file" if p.exists() else "does not exist"
+                raise CheckpointError(f"transformer file {p} {what}", hint="pass a transformer3d-*.pt file of the "
+                                      f"official release to --transformer, or leave it out; {DOWNLOAD_HINT}")
             return p
         wanted = "square" if width == height else "rec-vec"
         if wanted in self.transformers:
@@ -92,6 +94,10 @@ def locate(root: str | os.PathLike | None = None) -> CheckpointTree:
             return _tree(cand)
         problems.append((cand, missing))
     cand, missing = problems[0]
+    if cand.exists() and not cand.is_dir():
+        raise CheckpointError(f"checkpoint folder {cand} is a file, not a folder",
+                              hint=f"pass the folder that holds {BASE_DIR}/, {WAV2VEC_DIR}/ and {AVATAR_DIR}/; "
+                                   f"{DOWNLOAD_HINT}")
     if not cand.exists():
         where = ", ".join(str(c) for c, _ in problems)
         raise CheckpointError(f"no checkpoint folder found (searched: {where})", hint=DOWNLOAD_HINT)
@@ -116,7 +122,12 @@ def _tree(root: Path) -> CheckpointTree:
         try:
             arch = json.loads((root / "arch.json").read_text())
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{root / 'arch.json'} is not valid JSON ({exc})") from exc
+            raise CheckpointError(f"{root / 'arch.json'} is not valid JSON ({exc})",
+                                  hint="a tiny test tree's arch.json is damaged: restore it from the source tree "
+                                       "(tests/data/parity/checkpoints)") from exc
+        if not isinstance(arch, dict):
+            raise CheckpointError(f"{root / 'arch.json'} is not a JSON object",
+                                  hint="restore it from the source tree (tests/data/parity/checkpoints)")
     base = root / BASE_DIR
     return CheckpointTree(
         root=root, base=base, wav2vec=root / WAV2VEC_DIR, arch=arch,

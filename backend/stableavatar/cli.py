@@ -64,16 +64,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
+    from . import ownership
+    from .contract import JOB_FILES
     from .engine import Engine
     from .job import prepare_job
+    from .service.jobdir import JobLock
+    from .writer import check_out_dir, result_names
 
+    # fail on a bad folder or bad input before loading gigabytes of weights (and before creating anything)
+    out = check_out_dir(args.out, args.overwrite)
     params = params_from_args(args).with_seed()
-    job = prepare_job(args.image, args.audio, params)  # fail on bad input before loading gigabytes of weights
-    es = settings.resolve(engine_settings_from_args(args))
-    engine = Engine.load(es.checkpoints, es.transformer, es.device, es.dtype, es.memory_mode)
-    if engine.tree.tiny:
-        warn_tiny(engine.tree.root)
-    result = engine.generate(job, args.out, hooks=TqdmHooks().hooks(), overwrite=args.overwrite)
+    job = prepare_job(args.image, args.audio, params)
+    lock = JobLock(out / JOB_FILES["lock"])  # the same lock as the worker's and `resume`'s
+    ownership.check_claim(out, [*result_names(job.num_frames, params.save_latents), lock.path.name])
+    if lock.path.is_file() and ownership.inspect(out).owns(lock.path.name):
+        lock.acquire()  # a folder of ours another process may be writing: busy now, not after loading
+    try:
+        es = settings.resolve(engine_settings_from_args(args))
+        engine = Engine.load(es.checkpoints, es.transformer, es.device, es.dtype, es.memory_mode)
+        if engine.tree.tiny:
+            warn_tiny(engine.tree.root)
+        result = engine.generate(job, out, hooks=TqdmHooks().hooks(), overwrite=args.overwrite, lock=lock)
+    finally:
+        lock.release()
     print(f"{result.num_frames} frames (seed {params.seed}) -> {result.video}", file=sys.stderr)
     print(result.video)
     return 0

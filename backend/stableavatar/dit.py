@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .adapter import AudioAdapter
 from .audio_windows import audio_token_ranges
-from .weights import check_keys, read_state_dict
+from .weights import check_keys, checked, read_state_dict
 from .errors import CheckpointError
 
 AUDIO_WEIGHTS_HINT = ("download StableAvatar-1.3B/transformer3d-square.pt (or transformer3d-rec-vec.pt) from the "
@@ -409,9 +409,14 @@ class StableAvatarDiT(ModelMixin, ConfigMixin):
         if not config_file.is_file():
             raise CheckpointError(f"{config_file} not found", hint="point to the Wan2.1-Fun-V1.1-1.3B-InP folder")
         if arch is None and (base_dir.parent / "arch.json").is_file():
-            arch = json.loads((base_dir.parent / "arch.json").read_text())
-        with torch.device("meta"):
-            model = cls(**cls.config_from_official(json.loads(config_file.read_text()), arch))
+            arch = _read_config(base_dir.parent / "arch.json")
+        base_config = _read_config(config_file)
+        try:
+            with torch.device("meta"):
+                model = cls(**cls.config_from_official(base_config, arch))
+        except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
+            raise CheckpointError(f"{config_file} does not describe a Wan DiT this loader can build "
+                                  f"({type(exc).__name__}: {str(exc)[:120]})", hint=CONFIG_HINT) from None
         expected = model.state_dict()
 
         if transformer is None:
@@ -423,10 +428,25 @@ class StableAvatarDiT(ModelMixin, ConfigMixin):
                     if k in expected and v.shape != expected[k].shape])
 
         fp32 = tuple(cls._keep_in_fp32_modules)
-        state_dict = {k: v.to(device=device, dtype=torch.float32 if k.startswith(fp32) else dtype)
+        state_dict = {k: checked(k, v, path).to(device=device, dtype=torch.float32 if k.startswith(fp32) else dtype)
                       for k, v in state_dict.items()}
         model.load_state_dict(state_dict, strict=True, assign=True)
         return model.eval()
+
+
+CONFIG_HINT = "re-download the Wan2.1-Fun-V1.1-1.3B-InP folder of the official release (its config.json is damaged)"
+
+
+def _read_config(path: Path) -> dict:
+    """A JSON object from `path`, or a CheckpointError that names the file (a damaged or hand-edited config)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})",
+                              hint=CONFIG_HINT) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a JSON object", hint=CONFIG_HINT)
+    return config
 
 
 def _raise_without_audio_weights(base_file: Path, expected: set[str]) -> None:

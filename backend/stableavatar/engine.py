@@ -21,9 +21,9 @@ import torch
 
 from . import oom, report, sampler
 from .checkpoints import CheckpointTree, file_sha256, locate
-from .errors import OutOfMemoryError, UserInputError
+from .errors import OutOfMemoryError, UserInputError, os_error
 from .guidance import MAX_BRANCHES
-from .job import PreparedJob, job_fingerprint
+from .job import PreparedJob, fingerprint_parts, job_fingerprint
 from .memory import T5_BYTES, dit_on_device, fits_now, place_transformer, resolve_memory_mode
 from .output import VideoEncoder, write_json
 from .contract import MEMORY_MODE_CHOICES, GenerationParams
@@ -32,7 +32,8 @@ from .progress import Progress
 from .speed import attention_context
 from .state import SamplerState
 from .windows import window_audio
-from .writer import check_out_dir, manifest, save_latents, write_frames
+from . import ownership
+from .writer import check_out_dir, manifest, prepare_out_dir, result_names, save_latents, write_frames
 
 
 @dataclass
@@ -164,6 +165,10 @@ class Engine:
         """The job's fingerprint with this engine's weights and dtype (what a sampler checkpoint is tied to)."""
         return job_fingerprint(job, self.transformer_path(job.params), self.dtype)
 
+    def fingerprint_parts(self, job: PreparedJob) -> dict:
+        """What the fingerprint is made of, separately (a checkpoint records them so a mismatch can be named)."""
+        return fingerprint_parts(job, self.transformer_path(job.params), self.dtype, self.tree.root)
+
     def runtime(self) -> dict:
         """The engine's part of manifest.json."""
         tree = self.tree
@@ -180,19 +185,30 @@ class Engine:
 
     # ------------------------------------------------------------------ one job
     def generate(self, job: PreparedJob, out_dir, hooks: Hooks | None = None, resume: SamplerState | None = None,
-                 overwrite: bool = False) -> GenerationResult:
+                 overwrite: bool = False, lock=None) -> GenerationResult:
         """Run `job` (from `job.prepare_job`) and write its result folder (writer.py) into `out_dir`. `resume`
-        continues from a checkpoint of the same job; `overwrite` replaces an earlier result in `out_dir`."""
+        continues from a checkpoint of the same job; `overwrite` replaces an earlier result of ours in `out_dir`
+        (and writes beside files that are not ours, never over them). `lock`: a service.jobdir.JobLock on
+        out_dir, taken (if not held yet) once the models are loaded and released at the end; the folder is
+        created and recorded as ours only then, so a run refused earlier leaves nothing behind."""
         hooks = hooks or Hooks()
         p = job.params
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        fingerprint = self.fingerprint(job)
-        out_dir = Path(out_dir)
-        check_out_dir(out_dir, overwrite or resume is not None)
-        if resume is not None and resume.fingerprint != fingerprint:
-            raise UserInputError("the sampler checkpoint belongs to other inputs or parameters",
-                                 hint="resume with the original image, audio and parameters, or delete the checkpoint")
+        parts = self.fingerprint_parts(job)
+        fingerprint = job_fingerprint(job, self.transformer_path(p), self.dtype)
+        out_dir = check_out_dir(out_dir, overwrite or resume is not None)
+        if resume is not None:
+            resume.check_matches(fingerprint, parts)
+        try:
+            return self._generate(job, out_dir, hooks, resume, fingerprint, parts, lock, timings, t0)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _generate(self, job: PreparedJob, out_dir: Path, hooks: Hooks, resume: SamplerState | None,
+                  fingerprint: str, parts: dict, lock, timings: dict, t0: float) -> GenerationResult:
+        p = job.params
         start = resume.step if resume else 0
         progress = Progress(hooks.progress, p.steps, len(job.windows), job.num_frames, start)
         try:
@@ -206,6 +222,12 @@ class Engine:
             cond = self._encode(job)
             timings["encode_s"] = time.perf_counter() - t
 
+            names = result_names(job.num_frames, p.save_latents)
+            prepare_out_dir(out_dir, names + ([lock.path.name] if lock is not None else []))
+            if lock is not None and not lock.held:
+                lock.acquire()
+            ownership.sweep_partials(out_dir)  # under the lock: a killed run's temporary files, never a live one's
+
             t = time.perf_counter()
             if resume is not None:
                 latents = resume.latents.to(self.device, torch.float32)
@@ -215,7 +237,7 @@ class Engine:
 
             def step_done(i: int, state: torch.Tensor) -> None:
                 if hooks.step_done:
-                    hooks.step_done(SamplerState(i + 1, state.to("cpu", keep), fingerprint))
+                    hooks.step_done(SamplerState(i + 1, state.to("cpu", keep), fingerprint, parts))
 
             with dit_on_device(dit, self.memory_mode, self.device), attention_context(self.attention):
                 progress.phase("denoise", step=start)
@@ -225,6 +247,18 @@ class Engine:
             timings["denoise_s"] = time.perf_counter() - t
             del cond
 
+            return self._write_result(job, latents, out_dir, hooks, progress, fingerprint, timings, t0)
+        except torch.cuda.OutOfMemoryError:
+            self._free()
+            raise OutOfMemoryError(f"the GPU ran out of memory at {p.width}x{p.height} in memory mode "
+                                   f"{self.memory_mode}", hint=oom.hint(self.memory_mode, p.width, p.height)) from None
+
+    def _write_result(self, job: PreparedJob, latents, out_dir: Path, hooks: Hooks, progress: Progress,
+                      fingerprint: str, timings: dict, t0: float) -> GenerationResult:
+        """Decode into frames + video, then latents and manifest (last: it marks a finished result). A filesystem
+        fault (a full disk, a drive gone read-only) keeps what was written, whole, and is told as such."""
+        p = job.params
+        try:
             t = time.perf_counter()
             progress.phase("decode")
             encoder = VideoEncoder(out_dir / "video.mp4", p.width, p.height)
@@ -240,15 +274,12 @@ class Engine:
                 encoder.abort()
                 raise
             timings["mux_s"] = time.perf_counter() - t
-        except torch.cuda.OutOfMemoryError:
-            self._free()
-            raise OutOfMemoryError(f"the GPU ran out of memory at {p.width}x{p.height} in memory mode "
-                                   f"{self.memory_mode}", hint=oom.hint(self.memory_mode, p.width, p.height)) from None
-
-        latents_path = save_latents(out_dir / "latents.safetensors", latents) if p.save_latents else None
-        timings["total_s"] = time.perf_counter() - t0
-        manifest_path = out_dir / "manifest.json"
-        write_json(manifest_path, manifest(job, fingerprint, timings, self.runtime()))
+            latents_path = save_latents(out_dir / "latents.safetensors", latents) if p.save_latents else None
+            timings["total_s"] = time.perf_counter() - t0
+            manifest_path = out_dir / "manifest.json"
+            write_json(manifest_path, manifest(job, fingerprint, timings, self.runtime()))
+        except OSError as exc:
+            raise (os_error(exc, f"cannot write the result into {out_dir}") or exc) from exc
         progress.done()
         return GenerationResult(out_dir, out_dir / "frames", job.num_frames, video, manifest_path, latents_path,
                                 timings)

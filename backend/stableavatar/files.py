@@ -60,6 +60,24 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
 
 
+def require_file(path: str | os.PathLike, what: str, hint: str) -> Path:
+    """`path` if it is a readable regular file; else the user is told what it is instead (one line + `hint`).
+    Devices, pipes and folders are refused before anything opens them (reading /dev/zero never ends)."""
+    from .errors import FilesystemError, UserInputError
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        if not os.access(p, os.R_OK):
+            raise FilesystemError(f"{what} file {p} is not readable (permission denied)",
+                                  hint="check the file's permissions")
+        return p
+    if p.is_dir():
+        raise UserInputError(f"{what} {p} is a folder, not a file", hint=hint)
+    if p.exists():
+        raise UserInputError(f"{what} {p} is not a regular file (a device, pipe or socket)", hint=hint)
+    raise UserInputError(f"{what} file {p} does not exist", hint=hint)
+
+
 def is_partial(name: str) -> bool:
     """A temporary file of `atomic_path` (left behind only by a kill)."""
     return name.startswith(".") and PARTIAL in name

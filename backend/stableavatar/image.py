@@ -1,14 +1,18 @@
 """Reference image: read, normalise odd formats, fit to the target size, map to [-1, 1]."""
 from __future__ import annotations
 
+import io
+import logging
 import os
-from pathlib import Path
+import warnings
 
 import numpy as np
 
-from .errors import UserInputError
+from .errors import TooLargeError, UserInputError
+from .files import require_file
 
-MAX_PIXELS = 80_000_000  # ~ 9k x 9k; larger is a decompression bomb or a mistake
+MAX_IMAGE_PIXELS = 80_000_000  # ~ 9k x 9k; larger is a decompression bomb or a mistake
+log = logging.getLogger(__name__)
 
 
 def load_reference(path: str | os.PathLike, width: int, height: int, fit: str = "squash",
@@ -27,22 +31,50 @@ def load_reference(path: str | os.PathLike, width: int, height: int, fit: str = 
 
 
 def open_rgb(path: str | os.PathLike, alpha_background=(255, 255, 255)):
-    from PIL import Image, UnidentifiedImageError
+    """The still as the user sees it: 8-bit sRGB, upright (EXIF orientation applied), colours converted from
+    its embedded ICC profile; refused when over MAX_IMAGE_PIXELS (checked from the header, before decoding)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"image file {path} does not exist", hint="check the path")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    path = require_file(path, "image", hint="pass a PNG/JPEG/WebP/TIFF file")
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below says it in one line
+            img = Image.open(path)
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise TooLargeError(f"image {path.name} is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} "
+                                f"megapixels, over the limit of {MAX_IMAGE_PIXELS // 1_000_000}",
+                                hint="downscale it first; the model works at 512-832 px")
         img.load()
+        img = ImageOps.exif_transpose(img)  # phones store portraits sideways plus an orientation tag
     except Image.DecompressionBombError:
-        raise UserInputError(f"image {path.name} is larger than {MAX_PIXELS // 1_000_000} megapixels",
-                             hint="downscale it first; the model works at 512-832 px") from None
+        raise TooLargeError(f"image {path.name} is larger than {MAX_IMAGE_PIXELS // 1_000_000} megapixels",
+                            hint="downscale it first; the model works at 512-832 px") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserInputError(f"cannot read image {path.name} ({type(exc).__name__})",
                              hint="use a PNG/JPEG/WebP/TIFF file; re-export it if it is damaged") from None
-    return to_rgb8(img, alpha_background)
+    return to_rgb8(to_srgb(img, path.name), alpha_background)
+
+
+def to_srgb(img, name: str = "image"):
+    """Convert an image with an embedded ICC profile to sRGB (what the model was trained on). An sRGB profile
+    is left alone (a round trip would only add rounding); an unreadable profile is logged and ignored."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "L", "CMYK"):
+        return img
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in (ImageCms.getProfileDescription(src) or "").lower().replace(" ", ""):
+            return img
+        out = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
+                                        outputMode="RGBA" if img.mode == "RGBA" else "RGB")
+        out.info.pop("icc_profile", None)
+        return out
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.warning("%s: ignoring its unusable ICC profile (%s)", name, exc)
+        return img
 
 
 def to_rgb8(img, alpha_background=(255, 255, 255)):

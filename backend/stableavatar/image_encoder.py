@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
+from .weights import ModelHolder, assign_state_dict, build_on_meta, checked, read_state_dict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,15 +48,16 @@ def _vision_config(a: dict):
     )
 
 
-def _convert(raw: dict[str, Tensor], layers_used: int, dtype) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """open-clip `visual.*` -> HF CLIPVisionModel (5.x, unprefixed) keys; returns (state dict, hf->original names)."""
+def _convert(raw: dict[str, Tensor], layers_used: int, dtype, path=None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """open-clip `visual.*` -> HF CLIPVisionModel (5.x, unprefixed) keys; returns (state dict, hf->original names).
+    With `path`, every tensor used is checked (weights.checked) before it is converted."""
     sd: dict[str, Tensor] = {}
     names: dict[str, str] = {}
 
     def put(hf: str, orig: str, t: Tensor | None) -> None:
         names[hf] = orig
         if t is not None:
-            sd[hf] = t.to(dtype)
+            sd[hf] = (checked(orig, t, path) if path is not None else t).to(dtype)
 
     get = raw.get
     cls, pos = get("visual.cls_embedding"), get("visual.pos_embedding")
@@ -92,7 +93,7 @@ def load_image_encoder(path, arch: dict | None, device="cpu", dtype=torch.float3
     a = _arch(arch)
     raw = read_state_dict(path)
     used, total = int(a["vision_layers_used"]), int(a["vision_layers"])
-    sd, names = _convert(raw, used, dtype)
+    sd, names = _convert(raw, used, dtype, path)
     # Keys of the checkpoint we neither load nor knowingly ignore (blocks >= used are the unused last block).
     skipped = tuple(f"visual.transformer.{i}." for i in range(used, total))
     used_keys = set(names.values())

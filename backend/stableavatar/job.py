@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from . import compat as compat_modes
 from . import guidance as guidance_modes
 from .audio import load_audio, num_video_frames
 from .image import load_reference
-from .contract import GenerationParams
+from .contract import SAMPLE_RATE, GenerationParams
+from .errors import TooLargeError
 from .windows import Window, latent_frames, plan_windows
 
 
@@ -52,10 +54,47 @@ def plan_job(params: GenerationParams, wave: np.ndarray, reference, image_path: 
     compat = compat_modes.get(params.compat)
     frames_of_audio = num_video_frames(wave.size)
     num_latents = latent_frames(frames_of_audio, compat)
+    check_state_fits(params, num_latents, wave.size / SAMPLE_RATE)
     windows = tuple(plan_windows(num_latents, params.overlap, wave.size, compat))
     num_frames = frames_of_audio if compat.trim_to_audio else 4 * (num_latents - 1) + 1
     return PreparedJob(params, compat, guidance_modes.get(params.guidance), wave, reference, num_frames,
                        num_latents, windows, image_path, audio_path)
+
+
+def fingerprint_parts(job: PreparedJob, transformer: Path, dtype, checkpoints: Path) -> dict[str, str]:
+    """What a sampler checkpoint records beside the fingerprint, so that a refused resume can say what differs:
+    the inputs and parameters (a hash), the model dtype, the transformer file and the checkpoint folder."""
+    h = hashlib.sha256(json.dumps(job.params.to_dict(), sort_keys=True).encode())
+    h.update(job.image_path.read_bytes())
+    h.update(job.wave.tobytes())
+    return {"inputs": h.hexdigest(), "dtype": str(dtype).removeprefix("torch."),
+            "transformer": f"{transformer.name}|{transformer.stat().st_size}", "checkpoints": str(checkpoints)}
+
+
+STATE_COPIES = 4  # the latents, a step's prediction, the initial noise, the checkpoint's CPU copy
+
+
+def state_bytes(params: GenerationParams, num_latents: int) -> int:
+    """Bytes of one float32 latent state [1, 16, T, H/8, W/8]: it grows with the audio's length."""
+    return 16 * num_latents * (params.height // 8) * (params.width // 8) * 4
+
+
+def check_state_fits(params: GenerationParams, num_latents: int, seconds: float, memory: int | None = None) -> None:
+    """Refuse, before anything is allocated, a job whose latent state alone cannot fit this machine's memory
+    (`memory`: bytes of RAM, default the machine's). Everything else a job needs does not grow with length."""
+    memory = host_memory() if memory is None else memory
+    need = STATE_COPIES * state_bytes(params, num_latents)
+    if memory and need > memory:
+        raise TooLargeError(f"{seconds:.0f} s of audio at {params.width}x{params.height} needs {need / 2**30:.1f} GiB "
+                            f"for the sampler's state alone; this machine has {memory / 2**30:.1f} GiB",
+                            hint="split the audio into shorter takes (a few minutes each), or use a smaller size")
+
+
+def host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no bound
+        return None
 
 
 def job_fingerprint(job: PreparedJob, transformer: Path, dtype) -> str:

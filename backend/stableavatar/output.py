@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import subprocess
 from pathlib import Path
 
@@ -51,22 +52,27 @@ class VideoEncoder:
             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def write(self, frames: np.ndarray) -> None:
-        self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError:  # ffmpeg died (a full disk, most likely): say why, not "broken pipe"
+            self._proc.wait()
+            raise ffmpeg_error("encode the video", self._proc.stderr.read().decode(errors="replace"),
+                               self._silent) from None
 
     def finish(self, audio: Path | None) -> Path:
         self._proc.stdin.close()
         err = self._proc.stderr.read().decode(errors="replace")
         if self._proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg failed to encode the video: {err.strip()[-300:]}")
+            raise ffmpeg_error("encode the video", err, self._silent)
         try:
             with atomic_path(self.final) as tmp:
                 cmd = [self.ffmpeg, "-y", "-loglevel", "error", "-i", str(self._silent)]
                 if audio is not None:
                     cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "192k", "-shortest"]
                 cmd += ["-c:v", "copy", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-                res = subprocess.run(cmd, capture_output=True, text=True)
+                res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
                 if res.returncode != 0:
-                    raise RuntimeError(f"ffmpeg failed to mux the audio: {res.stderr.strip()[-300:]}")
+                    raise ffmpeg_error("mux the audio", res.stderr, self.final)
         finally:
             self._silent.unlink(missing_ok=True)
         return self.final
@@ -76,3 +82,16 @@ class VideoEncoder:
             self._proc.kill()
             self._proc.wait()
         self._silent.unlink(missing_ok=True)
+
+
+# what ffmpeg prints for the filesystem faults errors.py explains (its exit code does not tell them apart)
+_FFMPEG_OS_ERRORS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                     "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES,
+                     "File too large": errno.EFBIG}
+
+
+def ffmpeg_error(doing: str, stderr: str, path: Path) -> Exception:
+    for text, code in _FFMPEG_OS_ERRORS.items():
+        if text in stderr:
+            return OSError(code, text, str(path))
+    return RuntimeError(f"ffmpeg failed to {doing}: {stderr.strip()[-300:]}")

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from .weights import ModelHolder, assign_state_dict, build_on_meta, read_state_dict
+from .weights import ModelHolder, assign_state_dict, build_on_meta, checked, read_state_dict
 
 # Official per-channel latent statistics (official wan_vae.py L629-639).
 LATENT_MEAN: list[float] = [
@@ -83,8 +83,8 @@ def load_vae(path, arch: dict | None, device="cpu", dtype=torch.float32) -> "Wan
     raw = read_state_dict(path)
     cfg = vae_config(arch)
     model = build_on_meta(lambda: AutoencoderKLWan(**cfg))
-    sd = {k: v.to(dtype) for k, v in convert_wan_vae_to_diffusers(raw).items()}
     names = functools.cache(lambda: _vae_key_names(raw.keys()))  # only needed for an error message
+    sd = {k: checked(names().get(k, k), v, path).to(dtype) for k, v in convert_wan_vae_to_diffusers(raw).items()}
     assign_state_dict(model, sd, path, name_of=lambda k: names().get(k, k))
     model.eval().requires_grad_(False)
     return WanVAE(model, cfg["latents_mean"], cfg["latents_std"]).to(device)

@@ -4,8 +4,10 @@
     video.mp4               H.264 with the driving audio muxed in (output.VideoEncoder)
     latents.safetensors     the final latents, with `--save-latents`
     manifest.json           what ran: parameters, inputs (with hashes), windows, device, weights, versions, timings
+    stableavatar-files.json the files above, recorded before they are written (ownership.py): only they are
+                            ever replaced or deleted in this folder
 
-Every file appears atomically under its final name (output.atomic_path).
+Every file appears atomically under its final name (files.atomic_path).
 """
 from __future__ import annotations
 
@@ -15,26 +17,72 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import __version__
+from . import __version__, ownership
 from .checkpoints import file_sha256
-from .errors import UserInputError
+from .errors import FilesystemError, UserInputError, os_error
 from .job import PreparedJob
-from .output import VideoEncoder, atomic_path, to_uint8_frames, write_png
+from .output import VideoEncoder, to_uint8_frames, write_png
 from .contract import JOB_FILES
 from .contract import MODEL_FPS as FPS
 
 RESULT_NAMES = tuple(JOB_FILES[k] for k in ("manifest", "video", "latents"))  # what marks a finished result
+CHOOSE = "choose an empty or new folder (it is created)"
 
 
-def check_out_dir(out_dir: Path, may_replace: bool) -> None:
-    """Create `out_dir`; refuse one that already holds a result unless it may be replaced."""
-    existing = [n for n in RESULT_NAMES if (out_dir / n).exists()]
+def out_path(out_dir) -> Path:
+    """`--out` as a path; an empty name would mean the current folder, which is refused."""
+    if out_dir is None or not str(out_dir).strip():
+        raise UserInputError("the output folder name is empty", hint=f"{CHOOSE}, e.g. --out shot01")
+    return Path(out_dir).expanduser()
+
+
+def check_out_dir(out_dir, may_replace: bool) -> Path:
+    """Refuse an output folder that cannot or must not be written, before anything is loaded or created: a
+    file, an unwritable place, a finished result (unless it may be replaced), files that are not ours (unless
+    we may write beside them: `--overwrite`; even then none of them is replaced)."""
+    out_dir = out_path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FilesystemError(f"output folder {out_dir} is a file, not a folder", hint=CHOOSE)
+    _check_writable(out_dir)
+    folder = ownership.inspect(out_dir)
+    existing = [n for n in RESULT_NAMES if (out_dir / n).exists() and folder.owns(n)]
     if existing and not may_replace:
         raise UserInputError(f"output folder {out_dir} already holds a result ({', '.join(existing)})",
                              hint="choose a new folder, or pass --overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise UserInputError(f"output folder {out_dir} is not writable")
+    if not may_replace:
+        ownership.refuse_foreign(out_dir, folder.foreign(), "output folder",
+                                 f"{CHOOSE}, or pass --overwrite to write beside them (stableavatar never "
+                                 "replaces or deletes a file it did not write)")
+    return out_dir
+
+
+def prepare_out_dir(out_dir: Path, names) -> None:
+    """Create `out_dir` and record `names` (relative) as ours before any of them is written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ownership.claim(out_dir, names)  # first: it refuses a frames/ that links elsewhere
+        (out_dir / JOB_FILES["frames"]).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise (os_error(exc, f"cannot write the output folder {out_dir}") or exc) from exc
+
+
+def result_names(num_frames: int, latents: bool) -> list[str]:
+    names = [ownership.frame_name(i) for i in range(num_frames)] + [JOB_FILES["video"], JOB_FILES["manifest"]]
+    return names + ([JOB_FILES["latents"]] if latents else [])
+
+
+def _check_writable(out_dir: Path) -> None:
+    """The nearest existing folder on the way to `out_dir` must be a folder we may write into."""
+    here = out_dir.absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise FilesystemError(f"cannot create output folder {out_dir}: {here} is a file, not a folder", hint=CHOOSE)
+    if not os.access(here, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(here).f_flag & getattr(os, "ST_RDONLY", 1)
+        what = "is on a read-only file system" if read_only else "is not writable (permission denied)"
+        raise FilesystemError(f"cannot write output folder {out_dir}: {here} {what}",
+                              hint="choose a folder on a writable drive that you may write to")
 
 
 def write_frames(chunks: Iterable, frames_dir: Path, encoder: VideoEncoder, num_frames: int, *,
@@ -57,16 +105,19 @@ def write_frames(chunks: Iterable, frames_dir: Path, encoder: VideoEncoder, num_
             on_frames(written)
         if written >= num_frames:
             break
-    for stale in sorted(frames_dir.glob("*.png"))[written:]:  # leftovers of an earlier, longer run in this dir
-        stale.unlink()
+    # leftovers of an earlier, longer run of ours in this folder (never a file we did not write)
+    stale = [f"{frames_dir.name}/{n}" for n in os.listdir(frames_dir)
+             if ownership.is_frame_name(f"{frames_dir.name}/{n}") and int(n[:-4]) >= written]
+    ownership.remove(frames_dir.parent, stale)
     return written
 
 
 def save_latents(path: Path, latents) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    with atomic_path(path) as tmp:
-        save_file({"latents": latents.contiguous()}, str(tmp))
+    from .files import write_bytes
+
+    write_bytes(path, save({"latents": latents.contiguous().cpu()}))  # OSError (disk full) as Python raises it
     return path
 
 

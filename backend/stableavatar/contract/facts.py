@@ -49,7 +49,8 @@ DEFAULT_PROMPT = "The protagonist is talking"      # one of the prompts the mode
 # reads it (and writes the inputs into it before submitting, so nothing is copied twice).
 JOB_FILES = {"request": "job.json", "inputs": "inputs", "lock": "lock", "state": "state.safetensors",
              "frames": "frames", "preview": "preview.jpg", "video": "video.mp4", "manifest": "manifest.json",
-             "latents": "latents.safetensors", "log": "log", "traceback": "traceback.txt"}
+             "latents": "latents.safetensors", "log": "log", "traceback": "traceback.txt",
+             "owned": "stableavatar-files.json"}  # owned: what a `generate` wrote there (backend ownership.py)
 INPUT_STEMS = {"image": "reference", "audio": "audio"}   # inputs/reference.<ext>, inputs/audio.<ext>
 FRAME_PATTERN = "{:06d}.png"
 

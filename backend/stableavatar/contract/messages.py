@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from .facts import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MAX_LINE_BYTES, MEMORY_MODE_CHOICES,
                     OVERLAP_WEIGHTS, PHASES, PROTOCOL, RESOLUTION_MULTIPLE, RESOLUTION_PRESETS)
-from .values import PARAMS, ContractError, Spec, json_repr, json_type
+from .values import PARAMS, ContractError, Spec, is_text, json_repr, json_type
+
+MAX_DEPTH = 32  # nesting of objects and arrays in one line; requests need 3 (a client record a few more)
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -42,6 +44,9 @@ class Message:
                 want = "a non-empty string" if f.type is str else json_type(f.type)
                 raise ContractError(f"{self.name}: field {f.name!r} must be {want}", category="bad_request", op=op,
                                     id=job_id)
+            if f.type is float and not math.isfinite(value):
+                raise ContractError(f"{self.name}: field {f.name!r} must be a finite number", category="bad_request",
+                                    op=op, id=job_id)
         return obj
 
 
@@ -142,9 +147,14 @@ def request(op: str, **fields) -> dict:
 
 
 def encode(msg: dict) -> bytes:
-    """One line of UTF-8 JSON. JSON has no NaN/Infinity: such values (an ETA of inf) become null."""
-    return json.dumps(_finite(msg), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                      default=str).encode("utf-8") + b"\n"
+    """One line of UTF-8 JSON. JSON has no NaN/Infinity: such values (an ETA of inf) become null. Text that
+    UTF-8 cannot hold (a lone surrogate quoted back from a request) is escaped as JSON \\u escapes."""
+    text = json.dumps(_finite(msg), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(_finite(msg), ensure_ascii=True, separators=(",", ":"), allow_nan=False,
+                          default=str).encode("ascii") + b"\n"
 
 
 def _finite(obj):
@@ -165,11 +175,15 @@ def _decode(raw: bytes | str, key: str, table: dict[str, Message]) -> dict:
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ContractError(f"malformed JSON: {getattr(exc, 'msg', type(exc).__name__)}{where}",
-                            hint="send one JSON object per line", category="bad_request") from None
+        if isinstance(exc, json.JSONDecodeError):
+            why = f"{exc.msg} at column {exc.colno}"
+        else:  # nesting past the parser's stack, or an integer of thousands of digits
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+        raise ContractError(f"malformed JSON: {why}", hint="send one JSON object per line",
+                            category="bad_request") from None
     if not isinstance(obj, dict):
         raise ContractError(f"expected a JSON object, got {type(obj).__name__}", category="bad_request")
+    _check_values(obj)
     name = obj.get(key)
     named = obj.get("id") if isinstance(obj.get("id"), str) else None
     job_id = named if name == "submit" else None
@@ -183,6 +197,31 @@ def _decode(raw: bytes | str, key: str, table: dict[str, Message]) -> dict:
         raise ContractError(f"unknown {key} {name!r}", hint=f"{key}s: {', '.join(table)}", op=op, ref=named,
                             category="bad_request")
     return table[name].check(obj, op=op, job_id=job_id, nonempty=key == "op")
+
+
+def _check_values(obj) -> None:
+    """Every string in `obj` is text (no NUL, no lone surrogate: a JSON escape can encode both, and neither can
+    be a path or be written back out as UTF-8), and nothing nests deeper than MAX_DEPTH. Iterative: a hostile
+    line cannot exhaust the stack here."""
+    todo = [(obj, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            items = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            if isinstance(value, str) and not is_text(value):
+                raise ContractError("line holds a string that is not valid text (a NUL or a lone surrogate)",
+                                    hint="send UTF-8 text; paths cannot hold NUL", category="bad_request")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ContractError("line holds a number that is not finite (NaN or Infinity are not JSON)",
+                                    category="bad_request")
+            continue
+        if depth > MAX_DEPTH:
+            raise ContractError(f"line nests objects or arrays deeper than {MAX_DEPTH} levels",
+                                category="bad_request")
+        todo += [(v, depth + 1) for v in items]
 
 
 def parse_request(raw: bytes | str) -> dict:

@@ -41,6 +41,7 @@ class Spec:
     panel_default: object = None     # the artist's default when it differs from the CLI's (None: the same)
     cli: bool = True                 # has a command-line flag
     choice_help: tuple = ()          # (choice, label, description) for the panel's enum items
+    over_max: str = "bad_input"      # the error category of a value above `max` (a size limit: too_large)
 
     @property
     def flag(self) -> str:
@@ -71,6 +72,13 @@ class Spec:
             raise ContractError(f"{name} must be {json_type(self.type)}, not {json_repr(value)}",
                                 hint=self.help)
         value = self.type(value)
+        if self.type is str and not is_text(value):
+            raise ContractError(f"{name} is not valid Unicode text (it holds a lone surrogate or a NUL)",
+                                hint="send UTF-8 text")
+        if self.max is not None and value > self.max and self.over_max != "bad_input":  # a size limit: first
+            raise ContractError(f"{name} {value} is out of range {number_text(self.min)}..{number_text(self.max)}",
+                                hint=f"{self.help}; the model was trained at {', '.join(RESOLUTION_PRESETS)}",
+                                category=self.over_max)
         if self.choices is not None and value not in self.choices:
             raise ContractError(f"{name} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
         if self.multiple and value % self.multiple:
@@ -79,8 +87,20 @@ class Spec:
                                 hint=f"use a preset ({', '.join(RESOLUTION_PRESETS)}) or a multiple of "
                                      f"{self.multiple}, e.g. {near}")
         if self.min is not None and value < self.min or self.max is not None and value > self.max:
-            raise ContractError(f"{name} {value} is out of range {number_text(self.min)}..{number_text(self.max)}", hint=self.help)
+            raise ContractError(f"{name} {value} is out of range {number_text(self.min)}..{number_text(self.max)}",
+                                hint=self.help)
         return value
+
+
+def is_text(s: str) -> bool:
+    """Text a file, a tokenizer and a JSON line can all hold: no NUL, no lone surrogate (JSON allows "\\ud800")."""
+    if "\0" in s:
+        return False
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def json_type(t: type) -> str:
@@ -146,9 +166,9 @@ class GenerationParams(_Values):
     """What one job generates. Every field is a Spec: the CLI flag, the protocol's `params` and the panel."""
     KIND = "generation parameter"
     width: int = param(512, "frame width in pixels (a preset or any multiple of 16)", min=16, max=MAX_SIDE,
-                       multiple=RESOLUTION_MULTIPLE)
+                       multiple=RESOLUTION_MULTIPLE, over_max="too_large")
     height: int = param(512, "frame height in pixels (a preset or any multiple of 16)", min=16, max=MAX_SIDE,
-                        multiple=RESOLUTION_MULTIPLE)
+                        multiple=RESOLUTION_MULTIPLE, over_max="too_large")
     steps: int = param(50, "denoising steps (official: 50)", min=1, max=1000)
     shift: float = param(5.0, "flow-matching schedule shift: higher spends more steps at high noise (official: 5, "
                               "fixed by the released config; fewer steps often look better with more)", min=1.0,
@@ -183,7 +203,8 @@ class GenerationParams(_Values):
         if self.width * self.height > MAX_PIXELS:
             raise ContractError(f"{self.width}x{self.height} is {self.width * self.height / 1e6:.1f} megapixels per "
                                 f"frame, over the limit of {MAX_PIXELS / 1e6:.1f}",
-                                hint=f"the model was trained at {', '.join(RESOLUTION_PRESETS)}; upscale afterwards")
+                                hint=f"the model was trained at {', '.join(RESOLUTION_PRESETS)}; upscale afterwards",
+                                category="too_large")
         return self
 
     def with_seed(self) -> "GenerationParams":
@@ -242,6 +263,12 @@ CATEGORIES = {
     "out_of_memory": Category("resources", 4, True, "out of GPU or host memory: the job's memory is released, the "
                               "worker keeps serving; the hint names a lighter memory mode and a smaller size"),
     "busy": Category("user", 5, True, "the job folder is locked by another process or already queued here"),
+    "too_large": Category("user", 2, False, "over a documented size limit (pixels per frame, pixels of a still, "
+                          "memory for the audio's length); the message names the limit, the hint what fits"),
+    "filesystem": Category("environment", 6, False, "a folder or file cannot be used: read-only, permission denied, "
+                           "not a folder, a file where a folder belongs, a drive gone; the message names the path"),
+    "disk_full": Category("resources", 7, True, "no space left on the drive (or quota): what was written so far is "
+                          "kept; free space and run again (a job folder resumes from its last checkpoint)"),
     "cancelled": Category("none", 130, True, "the job was cancelled or interrupted; its checkpoint is kept"),
     "internal": Category("bug", 1, True, "a bug: `traceback` points at the full report"),
 }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .. import contract
 from ..contract import ContractError, GenerationParams
 from ..errors import UserInputError
+from ..state import PARTS, mismatch
 from .jobdir import JobDir, existing_file
 
 
@@ -46,9 +47,15 @@ def read_submit(cmd: dict, jd: JobDir, job_id: str) -> Submission:
     return Submission(image, audio, params, requested, client)
 
 
-def check_checkpoint(jd: JobDir, req: dict, meta: dict, fingerprint: str) -> None:
-    """Same inputs and params but other weights or dtype: refuse at submit, not when the job reaches the queue head."""
+def check_checkpoint(jd: JobDir, req: dict, meta: dict, fingerprint: str, parts: dict | None = None) -> None:
+    """Same inputs and params but other weights or dtype: refuse at submit, not when the job reaches the queue head,
+    naming what differs (state.mismatch) when the checkpoint recorded it."""
     stored = meta.get("fingerprint")
+    if stored and fingerprint != stored and any(k in meta for k in PARTS):
+        problem = mismatch(meta, fingerprint, parts or {})
+        if problem:
+            problem.message = f"{jd.path}: {problem.message}"
+            raise problem
     if stored and fingerprint != stored:
         was = req.get("worker") or {}
         raise UserInputError(f"the checkpoint in {jd.path} was made by a worker with other settings",

@@ -18,14 +18,14 @@ import struct
 import time
 from pathlib import Path
 
-from .. import files
+from .. import files, ownership
 from ..contract import JOB_FILES, input_name
-from ..errors import BusyError, UserInputError
+from ..errors import BusyError, FilesystemError, UserInputError
 
 REQUEST_VERSION = 1
-# what a new, different request in the folder replaces (only names this service writes)
-RESULT_NAMES = tuple(JOB_FILES[k] for k in ("state", "frames", "video", "manifest", "latents", "preview",
-                                            "traceback"))
+# what a new, different request in the folder replaces (besides the frames; only files that are ours)
+RESULT_NAMES = tuple(JOB_FILES[k] for k in ("state", "video", "manifest", "latents", "preview", "traceback",
+                                            "owned"))
 
 
 class JobLockedError(BusyError):
@@ -48,7 +48,7 @@ class JobLock:
 
     def acquire(self) -> "JobLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # non-inheritable: ffmpeg children don't hold it
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # non-inheritable: ffmpeg children don't hold it
         try:
             _lock_fd(fd)
         except OSError:
@@ -165,13 +165,34 @@ class JobDir:
         return req
 
     def clear_results(self) -> None:
-        """Forget a previous, different request's outputs (only names this service writes)."""
-        for name in RESULT_NAMES:
-            p = self.path / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        """Forget a previous, different request's outputs: only files that are ours (ownership.py), no folders."""
+        frames = [f"{JOB_FILES['frames']}/{n}" for n in _listdir(self.frames)]
+        ownership.remove(self.path, [*RESULT_NAMES, *(f for f in frames if ownership.is_frame_name(f))])
+        try:
+            self.frames.rmdir()  # only when nothing is left in it
+        except OSError:
+            pass
+
+    def check_ours(self, image: str | None = None, audio: str | None = None) -> None:
+        """Refuse a folder that is not ours to write into: a file, or a folder holding anything but our records,
+        our files and the inputs this request itself names (the add-on writes those into inputs/ first)."""
+        if not self.path.exists() and not self.path.is_symlink():
+            return
+        if not self.path.is_dir():
+            raise FilesystemError(f"job folder {self.path} is a file, not a folder",
+                                  hint="choose a new folder for the job (it is created)")
+        folder = ownership.inspect(self.path)
+        if folder.job:
+            return  # our job folder: files we did not write stay untouched (we delete only ours)
+        allowed = set()
+        for p in (image, audio):
+            try:
+                allowed.add(Path(p).expanduser().resolve().relative_to(self.path).as_posix())
+            except (TypeError, ValueError):
+                pass
+        ownership.refuse_foreign(self.path, folder.foreign(allowed), "job folder",
+                                 "choose an empty or new folder for the job: stableavatar writes only into folders "
+                                 "it created, and never deletes a file it did not write")
 
     def prepare_request(self, image: str, audio: str, params: dict, job_id: str, worker: dict,
                         client: dict | None = None, requested: dict | None = None) -> tuple[dict, bool]:
@@ -210,9 +231,12 @@ class JobDir:
         return req, False
 
 
+def _listdir(d: Path) -> list[str]:
+    try:
+        return os.listdir(d)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def existing_file(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserInputError(f"{what} file {p} does not exist" if not p.exists() else f"{what} {p} is not a file",
-                             hint=f"pass an absolute path to a readable {what} file")
-    return p.resolve()
+    return files.require_file(path, what, hint=f"pass an absolute path to a readable {what} file").resolve()

@@ -25,19 +25,23 @@ def setup(log_dir: str | os.PathLike | None, level: int = logging.INFO, file_nam
           stream=None) -> Path:
     """Configure the root logger once: stderr + RotatingFileHandler(log_dir/file_name). Returns the log dir."""
     log_dir = Path(log_dir).expanduser() if log_dir else default_log_dir()
-    log_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter(FORMAT)
     err = logging.StreamHandler(stream)  # None -> sys.stderr
     err.setFormatter(fmt)
-    rot = logging.handlers.RotatingFileHandler(log_dir / file_name, maxBytes=5 << 20, backupCount=3,
-                                               encoding="utf-8")
-    rot.setFormatter(fmt)
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(err)
-    root.addHandler(rot)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        rot = logging.handlers.RotatingFileHandler(log_dir / file_name, maxBytes=5 << 20, backupCount=3,
+                                                   encoding="utf-8")
+        rot.setFormatter(fmt)
+        root.addHandler(rot)
+    except OSError as exc:  # an unwritable log folder must not stop the work: stderr still gets everything
+        logging.getLogger("stableavatar.service").warning("no log file in %s (%s); logging to stderr only",
+                                                          log_dir, exc.strerror or exc)
     logging.captureWarnings(True)
     return log_dir
 

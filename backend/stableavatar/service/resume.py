@@ -16,7 +16,7 @@ from ..cli_args import engine_settings_from_args
 from ..console import LinePrinter
 from ..contract import ENGINE_SETTINGS
 from ..errors import CancelledError
-from . import logs, runner
+from . import admission, logs, runner
 from .jobdir import JobDir
 
 log = logging.getLogger("stableavatar.service")
@@ -43,6 +43,7 @@ def main(args) -> int:
                 setattr(args, key, recorded.get(key))
         engine_settings = settings.resolve(engine_settings_from_args(args))
         with jd.lock():
+            check_checkpoint(jd, req, engine_settings)  # before loading gigabytes of weights
             if not jd.has_checkpoint():
                 print(f"{jd.path}: no checkpoint, starting from step 0", file=sys.stderr)
             from ..engine import Engine
@@ -67,3 +68,23 @@ def main(args) -> int:
         if failure.bug:
             raise
         return errors.print_failure(failure)
+
+
+def check_checkpoint(jd: JobDir, req: dict, es) -> None:
+    """Refuse at once a checkpoint that these settings cannot continue (another dtype, other weights), naming
+    what differs, as the worker does at submit (admission.check_checkpoint)."""
+    meta = jd.checkpoint_meta()
+    if not meta.get("fingerprint"):
+        return
+    import torch
+
+    from ..checkpoints import locate
+    from ..contract import GenerationParams
+    from ..job import fingerprint_parts, job_fingerprint, prepare_job
+
+    job = prepare_job(req["image"], req["audio"], GenerationParams.from_dict(req["params"]))
+    tree = locate(es.checkpoints)
+    transformer = tree.transformer_for(job.params.width, job.params.height, es.transformer)
+    dtype = getattr(torch, es.dtype)
+    admission.check_checkpoint(jd, req, meta, job_fingerprint(job, transformer, dtype),
+                               fingerprint_parts(job, transformer, dtype, tree.root))

@@ -8,7 +8,7 @@ from typing import Callable
 
 from .. import contract
 from ..contract import GenerationParams
-from ..errors import CancelledError, UserInputError
+from ..errors import CancelledError, os_error
 from .jobdir import JobDir
 
 log = logging.getLogger("stableavatar.service")
@@ -69,9 +69,7 @@ def run(engine, jd: JobDir, req: dict, emit: Callable[[dict], None], should_canc
         try:
             state.save(jd.state)
         except OSError as exc:  # disk full, folder gone, permissions: the previous checkpoint is still whole
-            raise UserInputError(f"cannot write the checkpoint {jd.state}: {exc.strerror or exc}",
-                                 hint="free disk space (or fix the folder) and submit the job directory again; "
-                                      "it continues from the last checkpoint written") from exc
+            raise (os_error(exc, f"cannot write the checkpoint {jd.state}") or exc) from exc
         stats.saves += 1
         stats.seconds += time.perf_counter() - t0
         stats.bytes = jd.state.stat().st_size

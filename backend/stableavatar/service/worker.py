@@ -91,6 +91,8 @@ class Worker:
             exc = self.load_error
             if isinstance(exc, StableAvatarError):
                 raise exc
+            if not errors.describe(exc).bug:  # an unreadable drive, no space: told as such, not as a bug
+                raise exc
             raise StableAvatarError(f"the engine failed to load: {type(exc).__name__}: {exc}",
                                     hint="see the worker log; restart the backend") from exc
         return self.engine
@@ -114,8 +116,8 @@ class Worker:
                    "searched": getattr(exc, "searched", None) or searched_paths(a.checkpoints)}
         weights["error"] = str(exc) if exc else None
         weights["hint"] = getattr(exc, "hint", None)
-        engine_error = {"category": getattr(exc, "category", "internal"), "message": " ".join(str(exc).split()),
-                        "hint": getattr(exc, "hint", None)} if exc else None
+        told = errors.describe(exc) if exc else None
+        engine_error = {"category": told.category, "message": told.message, "hint": told.hint} if exc else None
         return contract.event("ready", versions=report.versions(), device=a.device, dtype=a.dtype, gpu=report.gpu(),
                               weights=weights, memory_mode=a.memory_mode, engine_error=engine_error, **fields)
 
@@ -129,36 +131,50 @@ class Worker:
 
     # ---- reader thread ------------------------------------------------------------------------------------
     def reader(self) -> None:
-        while not self.stopping:
-            try:
-                raw = contract.read_line(self._in)
-            except (OSError, ValueError):
-                break
-            if raw is None:
-                break
-            if isinstance(raw, contract.LineTooLong):
-                self.emit(contract.error_event("bad_request", f"line of {raw.size} bytes exceeds the limit of "
-                                               f"{contract.MAX_LINE_BYTES} bytes", hint="requests carry paths, "
-                                               "not data"))
-                continue
-            if not raw.strip():
-                continue
-            cmd = None
-            try:
-                cmd = contract.parse_request(raw)
-                getattr(self, "op_" + cmd["op"])(cmd)
-            except ContractError as exc:
-                job_id = exc.id if exc.category == "bad_request" else _cmd_id(cmd)
-                self.emit(contract.error_event(exc.category, exc.message, id=job_id, hint=exc.hint,
-                                               op=exc.op or (cmd and cmd.get("op")),
-                                               **({"ref": exc.ref} if exc.ref else {})))
-            except Exception as exc:  # noqa: BLE001 - a bug answering one request must not kill the worker
-                failure = errors.describe(exc)
-                path = self._write_traceback(None) if failure.bug else None
-                self.emit(contract.error_event(failure.category, failure.message, id=_cmd_id(cmd),
-                                               hint="this is a bug; the worker keeps serving" if failure.bug
-                                               else failure.hint, traceback=path, op=cmd and cmd.get("op")))
-        self.request_stop("stdin closed")
+        """Answer request lines until EOF, `shutdown` or a signal. It outlives any line: whatever a line holds
+        (bytes, JSON, values that make an op raise), it is answered with an error and the next line is read;
+        when the reader ends for any reason, the worker stops (a deaf worker would never exit)."""
+        try:
+            while not self.stopping:
+                try:
+                    raw = contract.read_line(self._in)
+                except (OSError, ValueError):
+                    break
+                if raw is None:
+                    break
+                try:
+                    self.answer(raw)
+                except Exception:  # noqa: BLE001 - the last resort: answering failed, the reader lives on
+                    log.exception("could not answer a request line")
+                    self.emit(contract.error_event("bad_request", "the request line could not be answered",
+                                                   hint="this is a bug; the worker keeps serving"))
+        finally:
+            self.request_stop("stdin closed")
+
+    def answer(self, raw) -> None:
+        """One request line -> its op, or an `error` event saying why not."""
+        if isinstance(raw, contract.LineTooLong):
+            self.emit(contract.error_event("bad_request", f"line of {raw.size} bytes exceeds the limit of "
+                                           f"{contract.MAX_LINE_BYTES} bytes", hint="requests carry paths, "
+                                           "not data"))
+            return
+        if not raw.strip():
+            return
+        cmd = None
+        try:
+            cmd = contract.parse_request(raw)
+            getattr(self, "op_" + cmd["op"])(cmd)
+        except ContractError as exc:
+            job_id = exc.id if exc.category == "bad_request" else _cmd_id(cmd)
+            self.emit(contract.error_event(exc.category, exc.message, id=job_id, hint=exc.hint,
+                                           op=exc.op or (cmd and cmd.get("op")),
+                                           **({"ref": exc.ref} if exc.ref else {})))
+        except Exception as exc:  # noqa: BLE001 - a bug answering one request must not kill the worker
+            failure = errors.describe(exc)
+            path = self._write_traceback(None) if failure.bug else None
+            self.emit(contract.error_event(failure.category, failure.message, id=_cmd_id(cmd),
+                                           hint="this is a bug; the worker keeps serving" if failure.bug
+                                           else failure.hint, traceback=path, op=cmd and cmd.get("op")))
 
     def op_status(self, cmd) -> None:
         with self._cv:
@@ -203,13 +219,15 @@ class Worker:
         sub = admission.read_submit(cmd, jd, job_id)
         engine = self.ensure_engine()
         # validate now, before the job is queued; it runs later from job.json (runner.run)
-        fingerprint = engine.fingerprint(prepare_job(sub.image, sub.audio, sub.params))
+        prepared = prepare_job(sub.image, sub.audio, sub.params)
+        fingerprint, parts = engine.fingerprint(prepared), engine.fingerprint_parts(prepared)
+        jd.check_ours(sub.image, sub.audio)  # never write into a folder holding files that are not ours
         lock = jd.lock()
         try:
             req, resumed = jd.prepare_request(sub.image, sub.audio, sub.params.to_dict(), job_id,
                                               self.worker_settings(), client=sub.client, requested=sub.requested)
             meta = jd.checkpoint_meta() if resumed else {}
-            admission.check_checkpoint(jd, req, meta, fingerprint)
+            admission.check_checkpoint(jd, req, meta, fingerprint, parts)
         except BaseException:
             lock.release()
             raise
