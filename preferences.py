@@ -3,13 +3,17 @@
 A top-level module that imports only bpy and the bpy-free core, so operators/ and ui/ can both use `prefs()`
 without importing each other. The engine settings' choices come from the contract.
 """
-import bpy
-from bpy.props import EnumProperty, StringProperty
+import os
 
-from .blender_addon import contract, install
+import bpy
+from bpy.props import EnumProperty, FloatProperty, StringProperty
+
+from .blender_addon import contract, install, locations
 from .ui.layout import multiline
 
 ADDON_ID = __package__  # "bl_ext.<repository>.stableavatar" when installed as an extension
+EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
+EXTENSION_VERSION = install.extension_version(EXTENSION_DIR)
 DEVICE_LABELS = {"cuda": ("CUDA GPU", "An NVIDIA GPU through CUDA"),
                  "cpu": ("CPU (very slow)", "Real weights on a CPU take hours per second of video")}
 
@@ -27,9 +31,10 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
 
     python: StringProperty(name="Backend Python", subtype="FILE_PATH",
                            description="Python of the environment that has the stableavatar backend installed "
-                                       "(empty: the one made by Install Backend)")
+                                       "(empty: the one made by Install Backend, in the data folder)")
     checkpoints: StringProperty(name="Checkpoints", subtype="DIR_PATH",
-                                description="Folder with the StableAvatar, Wan2.1-Fun and wav2vec2 weights")
+                                description="Folder with the StableAvatar, Wan2.1-Fun and wav2vec2 weights (empty: "
+                                            "the data folder's checkpoints, shared by every Blender)")
     device: EnumProperty(name="Device", items=[(d, *DEVICE_LABELS[d]) for d in contract.DEVICES],
                          default=contract.DEVICES[0])
     dtype: EnumProperty(name="Precision", items=[("AUTO", "Auto", contract.ENGINE_SETTINGS["dtype"].help)]
@@ -37,9 +42,18 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
     memory_mode: EnumProperty(name="Memory mode", items=_memory_modes(),
                               default=contract.ENGINE_SETTINGS["memory_mode"].default)
     jobs_dir: StringProperty(name="Jobs folder", subtype="DIR_PATH",
-                             description="Where job folders (audio, still, frames) go "
-                                         "(empty: the extension's user folder)")
+                             description="Where job folders (audio, still, frames) go; // is relative to the .blend "
+                                         f"(empty: {locations.JOBS_BESIDE_BLEND}/ beside the saved .blend, the data "
+                                         "folder for a file not saved yet)")
     backend_report: StringProperty(name="Backend report")
+    idle_release_min: FloatProperty(name="Free GPU after idle (min)", default=10.0, min=0.0, max=1440.0,
+                                    description="Release the models' GPU memory after this many minutes without a "
+                                                "job (0: keep them loaded); the next job loads them again")
+    torch_backend: EnumProperty(name="PyTorch build", items=list(install.TORCH_BACKENDS), default="auto",
+                                description="Which PyTorch build Install Backend asks uv for")
+    install_args: StringProperty(name="Extra installer options",
+                                 description="Added to `uv pip install` (e.g. --index-url, --find-links, "
+                                             "--constraint for a local mirror)")
 
     def engine_settings(self, checkpoints: str) -> contract.EngineSettings:
         return contract.EngineSettings(checkpoints=checkpoints, device=self.device,
@@ -51,9 +65,11 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
 
 
 def draw_preferences(p, layout):
+    from .ui.prefs_install import draw_install, draw_locations
     col = layout.column()
-    for name in ("python", "checkpoints", "device", "dtype", "memory_mode", "jobs_dir"):
+    for name in ("python", "checkpoints", "device", "dtype", "memory_mode", "jobs_dir", "idle_release_min"):
         col.prop(p, name)
+    draw_locations(layout)
     row = layout.row()
     row.operator("stableavatar.check_backend", icon="CHECKMARK")
     row.operator("stableavatar.stop_backend", icon="CANCEL")
@@ -64,9 +80,7 @@ def draw_preferences(p, layout):
     if not bpy.app.online_access:
         box.label(text="Online access is off (Preferences > System > Network): these buttons will refuse",
                   icon="ERROR")
-    for line in install.INSTALL_WHAT:
-        box.label(text=line)
-    box.operator("stableavatar.install_backend", icon="IMPORT")
+    draw_install(p, box)
     for line in install.DOWNLOAD_WHAT:
         box.label(text=line)
     box.operator("stableavatar.download_weights", icon="IMPORT")

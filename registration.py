@@ -1,39 +1,75 @@
 """Registering the extension's classes, handlers and timer with Blender (the package re-exports these)."""
 import atexit
+import os
 
 import bpy
 from bpy.app.handlers import persistent
 
 from . import preferences
-from .operators import animate, backend_ops, job_ops, runtime
-from .ui import panels, props
+from .operators import (animate, backend_ops, feedback, install_ops, job_ops, paths, runtime, session_ops,
+                        still_render, takes, undo_guard)
+from .ui import panels, presets, props, takes_panel
 
 CLASSES = (preferences.classes + props.classes + animate.classes + job_ops.classes + backend_ops.classes
-           + panels.classes)
+           + install_ops.classes + session_ops.classes + takes.classes + feedback.classes + presets.classes
+           + panels.classes + takes_panel.classes)
+
+
+def _passive() -> bool:
+    """In the background Blender that renders a camera still the extension must not touch jobs."""
+    return os.environ.get(still_render.CHILD_ENV) == "1"
 
 
 @persistent
 def _on_load_post(*_args):
+    if _passive():
+        return
+    undo_guard.clear()
     runtime.reattach()
     runtime.ensure_timer()
 
 
+@persistent
+def _on_save_pre(filepath="", *_args):
+    if _passive() or paths.SAVING_COPY[0] or not filepath:
+        return
+    for line in paths.relocate_for_save(filepath):
+        feedback.notify(line)
+
+
+@persistent
+def _on_undo_post(*_args):
+    if not _passive():
+        undo_guard.restore()
+
+
 def _reattach_once():
     """Enabling the extension with a file already open: pick up its jobs (bpy.data is off-limits in register)."""
-    runtime.reattach()
+    if not _passive():
+        runtime.reattach()
     return None
 
 
 def _at_exit():
+    install_ops.stop_installer()
+    still_render.stop_all()
     runtime.stop_backend(timeout=5.0, settle=False)
+
+
+HANDLERS = (("load_post", _on_load_post), ("save_pre", _on_save_pre), ("undo_post", _on_undo_post),
+            ("redo_post", _on_undo_post))
 
 
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.stableavatar = bpy.props.PointerProperty(type=props.STABLEAVATAR_PG_settings)
-    bpy.app.handlers.load_post.append(_on_load_post)
+    for name, fn in HANDLERS:
+        getattr(bpy.app.handlers, name).append(fn)
+    feedback.register()
     atexit.register(_at_exit)
+    if _passive():
+        return
     runtime.ensure_timer()
     bpy.app.timers.register(_reattach_once, first_interval=0.5)
 
@@ -42,10 +78,13 @@ def unregister():
     if bpy.app.timers.is_registered(_reattach_once):
         bpy.app.timers.unregister(_reattach_once)
     runtime.remove_timer()
-    runtime.stop_backend(timeout=5.0, settle=False)
+    _at_exit()
     atexit.unregister(_at_exit)
-    if _on_load_post in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(_on_load_post)
+    for name, fn in HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if fn in handlers:
+            handlers.remove(fn)
+    feedback.unregister()
     del bpy.types.Scene.stableavatar
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

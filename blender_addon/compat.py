@@ -49,17 +49,65 @@ def content_start(strip) -> float:
     return v if v is not None else strip.frame_start
 
 
-def channel_muted(se, channel: int) -> bool:
-    channels = getattr(se, "channels", None)
+def channel_muted(owner, channel: int) -> bool:
+    """Whether channel `channel` of `owner` (the sequence editor, or a meta strip's inside) is muted."""
+    channels = getattr(owner, "channels", None)
     try:
         return bool(channels[channel].mute) if channels is not None else False
     except (IndexError, KeyError):
         return False
 
 
+def parent_metas(strip) -> list:
+    """The meta strips around `strip`, innermost first (empty for a top-level strip)."""
+    chain = []
+    parent = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    while parent is not None and len(chain) < 64:
+        chain.append(parent)
+        parent = parent.parent_meta() if hasattr(parent, "parent_meta") else None
+    return chain
+
+
+def heard_range(strip) -> tuple[float, float]:
+    """The frames where `strip` is heard: its own handles, clipped by the handles of every meta around it
+    (inner strips keep timeline coordinates; a meta plays its content only between its own handles)."""
+    a, b = left(strip), right(strip)
+    for meta in parent_metas(strip):
+        a, b = max(a, left(meta)), min(b, right(meta))
+    return a, max(a, b)
+
+
+def top_channel(strip) -> int:
+    """The channel of `strip` on the top level: its outermost meta's channel when it sits in one."""
+    chain = parent_metas(strip)
+    return (chain[-1] if chain else strip).channel
+
+
+def mute_reason(se, strip) -> str:
+    """Why `strip` is silent in the edit ("" when it is heard): the strip, its channel, or a meta around it."""
+    if strip.mute:
+        return f"'{strip.name}' is muted"
+    chain = parent_metas(strip)  # innermost first; the innermost meta holds the strip's own channel
+    if channel_muted(chain[0] if chain else se, strip.channel):
+        return f"channel {strip.channel} of '{strip.name}' is muted"
+    for meta in chain:
+        if meta.mute:
+            return f"the meta strip '{meta.name}' around '{strip.name}' is muted"
+    for inner, outer in zip(chain, chain[1:] + [None]):
+        if channel_muted(outer if outer is not None else se, inner.channel):
+            return f"channel {inner.channel} of the meta strip '{inner.name}' is muted"
+    return ""
+
+
+def retimed(strip) -> bool:
+    """Whether the strip has retiming keys (a speed change; the API does not say how fast each part plays)."""
+    return len(getattr(strip, "retiming_keys", None) or ()) > 0
+
+
 def audible(se, strip) -> bool:
-    return strip.type == "SOUND" and not strip.mute and not channel_muted(se, strip.channel) \
-        and strip.sound is not None and strip.volume > 0.0
+    a, b = heard_range(strip)
+    return strip.type == "SOUND" and not mute_reason(se, strip) and strip.sound is not None \
+        and strip.volume > 0.0 and b > a
 
 
 def sound_path(strip) -> str:
@@ -68,7 +116,9 @@ def sound_path(strip) -> str:
 
 
 def strip_timing(strip) -> StripTiming:
-    return StripTiming(name=strip.name, filepath=sound_path(strip), left=left(strip), right=right(strip),
+    """What the edit plays of a sound strip (inside meta strips: only the part the metas let through)."""
+    a, b = heard_range(strip)
+    return StripTiming(name=strip.name, filepath=sound_path(strip), left=a, right=b,
                        content_start=content_start(strip), sound_offset=float(strip.sound_offset),
                        volume=float(strip.volume))
 

@@ -11,9 +11,14 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .contract import FRAME_PATTERN, JOB_FILES, input_name
+
+
+# custom properties on the strips the add-on makes (and the source tag on the strips it animates)
+TAG_JOB, TAG_SOURCE, TAG_SOURCE_ID, TAG_TAKE, TAG_SEED = (
+    "stableavatar_job", "stableavatar_source", "stableavatar_source_id", "stableavatar_take", "stableavatar_seed")
 
 
 def new_job_id() -> str:
@@ -32,6 +37,19 @@ class Placement:
     fps_base: float
     take: int = 1
     replace_previous: bool = False
+    source_id: str = ""         # the tag on the source strip, so the result follows it when it moves
+    source_left: int = 0        # where the source was heard when the job started (the result follows it)
+    source_right: int = 0
+
+    def follow(self, left: int, right: int) -> tuple["Placement", str]:
+        """This placement moved with its source strip, now heard over [left, right); and a warning when the
+        result cannot match it any more (the strip was trimmed or extended since the job started)."""
+        moved = self.frame_start + (left - self.source_left)
+        warning = ""
+        if right - left != self.source_right - self.source_left:
+            warning = (f"'{self.source}' changed length since the job started ({self.source_right - self.source_left}"
+                       f" -> {right - left} frames): the avatar shows the audio it was made from")
+        return replace(self, frame_start=moved, source_left=left, source_right=right), warning
 
     def client_record(self) -> dict:
         """The submit request's `client` field."""

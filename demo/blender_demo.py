@@ -71,7 +71,7 @@ def main():
     st = sc.stableavatar
     st.still_source, st.image_path = "FILE", str(media / "case-1-reference.png")
     st.resolution, st.width, st.height = "CUSTOM", args.size, args.size
-    st.preset, st.steps = "CUSTOM", args.steps
+    st.steps = args.steps
     assert bpy.ops.stableavatar.animate() == {"FINISHED"}, "Animate Avatar did not start"
     job = st.jobs[0]
     t0 = time.monotonic()

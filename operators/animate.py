@@ -8,13 +8,15 @@ until the frames come back.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 
 import bpy
 
 from ..blender_addon import audio, audio_range, compat, contract, jobs, rows, timing
-from . import runtime
+from ..blender_addon.jobs import TAG_SOURCE_ID
+from . import paths, runtime, still_render
 
 
 class JobInputError(Exception):
@@ -32,6 +34,7 @@ class Shot:
     render_scene: object = None  # for camera stills
     render_camera: object = None
     render_frame: int = 0
+    source_id: str = ""         # the tag on the source strip (the result follows that strip)
 
 
 # ---------------------------------------------------------------- audio
@@ -54,8 +57,14 @@ def write_shot_audio(scene, shot: Shot, mode: str, out_path: str) -> int:
         sources = [shot.sound_strip]
     else:
         sources = audible_strips(scene)
-    contributions = [c for c in (audio_range.contribution(compat.strip_timing(s), shot.left, shot.right, fps)
-                                 for s in sources) if c is not None]
+    heard = [(s, audio_range.contribution(compat.strip_timing(s), shot.left, shot.right, fps)) for s in sources]
+    heard = [(s, c) for s, c in heard if c is not None]
+    retimed = [s.name for s, _ in heard if compat.retimed(s)]
+    if retimed:
+        raise JobInputError(f"'{retimed[0]}' is retimed (it has retiming keys): its sound plays at another speed "
+                            "than its file, which this add-on does not read. Reset its retiming (Strip > Retiming "
+                            "> Reset), or render the audio to a file (Render > Render Audio) and use that")
+    contributions = [c for _, c in heard]
     if not contributions:
         raise JobInputError(f"nothing audible under '{shot.source}' (frames {shot.left}-{shot.right})")
     for c in contributions:
@@ -65,31 +74,6 @@ def write_shot_audio(scene, shot: Shot, mode: str, out_path: str) -> int:
 
 
 # ---------------------------------------------------------------- still
-
-def render_camera_still(scene, camera, frame: int, out_path: str) -> str:
-    """Render `scene` from `camera` at `frame` to a PNG, restoring every setting touched."""
-    if camera is None:
-        raise JobInputError(f"no camera to render scene '{scene.name}' from: choose one in the panel")
-    r = scene.render
-    saved = (scene.camera, scene.frame_current, r.filepath, r.image_settings.file_format,
-             r.image_settings.color_mode, r.use_sequencer, r.use_compositing)
-    try:
-        scene.camera = camera
-        scene.frame_set(frame)
-        r.filepath = out_path
-        r.image_settings.file_format = "PNG"
-        r.image_settings.color_mode = "RGB"
-        r.use_sequencer = False  # render the 3D scene, not the edit
-        r.use_compositing = False
-        bpy.ops.render.render(write_still=True, scene=scene.name)
-    finally:
-        (scene.camera, _, r.filepath, r.image_settings.file_format, r.image_settings.color_mode,
-         r.use_sequencer, r.use_compositing) = saved
-        scene.frame_set(saved[1])
-    if not os.path.isfile(out_path):
-        raise JobInputError(f"rendering '{scene.name}' from '{camera.name}' wrote no image")
-    return out_path
-
 
 def image_strip_still(scene, name: str, frame: int) -> str:
     se = scene.sequence_editor
@@ -102,12 +86,16 @@ def image_strip_still(scene, name: str, frame: int) -> str:
     return os.path.normpath(path)
 
 
-def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
-    rendered = jobs.input_path(job_dir, "image", ".png")
+def camera_still(scene, settings, shot: Shot):
+    """(scene, camera, frame) to render the still from, or None when the still is an image."""
     if shot.render_scene is not None:
-        return render_camera_still(shot.render_scene, shot.render_camera, shot.render_frame, rendered)
+        return shot.render_scene, shot.render_camera, shot.render_frame
     if settings.still_source == "CAMERA":
-        return render_camera_still(scene, settings.camera or scene.camera, shot.left, rendered)
+        return scene, settings.camera or scene.camera, shot.left
+    return None
+
+
+def prepare_still(context, scene, settings, shot: Shot, job_dir: str) -> str:
     if settings.still_source == "STRIP":
         path = image_strip_still(scene, settings.image_strip, shot.left)
     else:
@@ -130,7 +118,7 @@ def queue_shot(context, scene, shot: Shot, audio_mode: str = "") -> tuple[object
     job_dir = os.path.join(runtime.jobs_root(), job_id)
     takes = [j.take for j in settings.jobs if j.source == shot.source]
     job = settings.jobs.add()
-    job.job_id, job.job_dir, job.source = job_id, job_dir, shot.source
+    job.job_id, job.job_dir, job.source, job.source_id = job_id, paths.stored(job_dir), shot.source, shot.source_id
     job.take = max(takes, default=0) + 1
     job.status, job.message = rows.PREPARING, "preparing audio and still"
     settings.active_job = len(settings.jobs) - 1
@@ -139,27 +127,43 @@ def queue_shot(context, scene, shot: Shot, audio_mode: str = "") -> tuple[object
         os.makedirs(os.path.join(job_dir, contract.JOB_FILES["inputs"]), exist_ok=True)
         wav = jobs.input_path(job_dir, "audio", ".wav")
         write_shot_audio(scene, shot, audio_mode or settings.audio_source, wav)
-        still = prepare_still(context, scene, settings, shot, job_dir)
+        render = camera_still(scene, settings, shot)
+        still = jobs.input_path(job_dir, "image", ".png") if render else prepare_still(context, scene, settings,
+                                                                                         shot, job_dir)
+        placement = jobs.Placement(
+            scene=scene.name, source=shot.source, frame_start=int(shot.left), channel_above=int(shot.channel_above),
+            n_scene_frames=int(shot.right - shot.left), fps=int(scene.render.fps),
+            fps_base=float(scene.render.fps_base), take=job.take, replace_previous=settings.replace_previous,
+            source_id=shot.source_id, source_left=int(shot.left), source_right=int(shot.right))
+        runtime.set_request(job, still, wav, params, placement)
+        if render:  # the job is queued when the background render has written the still
+            still_render.start(job, *render, still, on_done=runtime.submit)
+            return job, None
     except contract.ContractError as exc:
         rows.set_error(job, exc.message, hint=exc.hint or "")
         return job, exc.message
-    except (JobInputError, audio.AudioError, OSError) as exc:
+    except (JobInputError, audio.AudioError, OSError, ValueError, RuntimeError) as exc:
         rows.set_error(job, str(exc))
         return job, str(exc)
-    placement = jobs.Placement(
-        scene=scene.name, source=shot.source, frame_start=int(shot.left), channel_above=int(shot.channel_above),
-        n_scene_frames=int(shot.right - shot.left), fps=int(scene.render.fps),
-        fps_base=float(scene.render.fps_base), take=job.take, replace_previous=settings.replace_previous)
-    runtime.set_request(job, still, wav, params, placement)
     runtime.submit(job)
     if job.status == rows.ERROR:
         return job, job.message
     return job, None
 
 
+def source_tag(strip) -> str:
+    """The strip's own tag (added once), so its result follows it when it moves or is renamed."""
+    if not strip.get(TAG_SOURCE_ID):
+        strip[TAG_SOURCE_ID] = secrets.token_hex(6)
+    return strip[TAG_SOURCE_ID]
+
+
 def sound_strip_shot(strip) -> Shot:
-    return Shot(source=strip.name, left=int(compat.left(strip)), right=int(compat.right(strip)),
-                channel_above=strip.channel, sound_strip=strip)
+    """What the edit plays of `strip` (inside a meta: only what the meta lets through), and where the result
+    goes: above the strip on the top level (above its outermost meta)."""
+    left, right = compat.heard_range(strip)
+    return Shot(source=strip.name, left=int(left), right=int(right), channel_above=compat.top_channel(strip),
+                sound_strip=strip, source_id=source_tag(strip))
 
 
 def scene_strip_shots(scene) -> list[Shot]:
@@ -171,7 +175,8 @@ def scene_strip_shots(scene) -> list[Shot]:
         frame = int(s.scene.frame_start + compat.left(s) - compat.content_start(s))
         shots.append(Shot(source=s.name, left=int(compat.left(s)), right=int(compat.right(s)),
                           channel_above=s.channel, render_scene=s.scene,
-                          render_camera=s.scene_camera or s.scene.camera, render_frame=frame))
+                          render_camera=s.scene_camera or s.scene.camera, render_frame=frame,
+                          source_id=source_tag(s)))
     return shots
 
 
@@ -189,6 +194,17 @@ def camera_marker_shots(scene) -> list[Shot]:
                           channel_above=max(heard, default=0), render_scene=scene, render_camera=m.camera,
                           render_frame=m.frame))
     return shots
+
+
+def warn_unheard(op, scene, strips) -> None:
+    """Animating a strip the edit does not play is allowed (a guide track), but never silent about it."""
+    for strip in strips:
+        why = compat.mute_reason(scene.sequence_editor, strip)
+        a, b = compat.heard_range(strip)
+        if not why and b <= a:
+            why = f"'{strip.name}' lies outside the meta strip around it"
+        if why:
+            op.report({"WARNING"}, f"{why}: the avatar is made from its audio, which the edit does not play")
 
 
 def _report_results(op, results) -> set[str]:
@@ -245,6 +261,7 @@ class STABLEAVATAR_OT_animate(bpy.types.Operator):
                                          "(set Audio to Mixdown to include them)")
         if compat.volume_animated(scene, strip):
             self.report({"WARNING"}, f"the volume of '{strip.name}' is animated: its current value is used")
+        warn_unheard(self, scene, [strip])
         return _report_results(self, [queue_shot(context, scene, sound_strip_shot(strip))])
 
 
@@ -265,6 +282,7 @@ class STABLEAVATAR_OT_animate_selected(bpy.types.Operator):
         if not strips:
             self.report({"ERROR"}, "select one or more sound strips")
             return {"CANCELLED"}
+        warn_unheard(self, scene, strips)
         return _report_results(self, [queue_shot(context, scene, sound_strip_shot(s)) for s in strips])
 
 

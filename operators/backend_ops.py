@@ -1,4 +1,4 @@
-"""Preferences buttons: Check Backend, Stop Backend, Install Backend, Download Weights.
+"""Preferences buttons: Check Backend, Stop Backend, Download Weights (Install Backend: install_ops.py).
 
 Install and Download are the only network use of the extension. They run only when Blender's online
 access is allowed, say what they fetch before they start, run in a background process (Blender never
@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 
 import bpy
 
 from ..blender_addon import install, rows
 from ..blender_addon.client import clean_env
-from ..preferences import prefs
+from ..preferences import EXTENSION_VERSION, prefs
 from . import runtime
 
-EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = {"name": "", "proc": None}  # one install/download at a time
 
 
@@ -73,22 +71,6 @@ class _ConfirmDownload:
         return bool(reason)
 
 
-class STABLEAVATAR_OT_install_backend(_ConfirmDownload, bpy.types.Operator):
-    """Create the backend environment and install the backend into it (needs online access)"""
-    bl_idname = "stableavatar.install_backend"
-    bl_label = "Install Backend"
-    what = install.INSTALL_WHAT
-
-    def execute(self, context):
-        if self.refuse():
-            return {"CANCELLED"}
-        steps = install.install_steps(sys.executable, runtime.user_dir("venv", create=False), EXTENSION_DIR)
-        _run_task("install backend", steps, os.path.join(runtime.user_dir("logs"), "install.log"))
-        prefs().python = ""  # use the managed environment
-        self.report({"INFO"}, "installing the backend in the background; progress in the preferences")
-        return {"FINISHED"}
-
-
 class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
     """Download the official weights into the checkpoints folder (needs online access)"""
     bl_idname = "stableavatar.download_weights"
@@ -103,8 +85,7 @@ class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
             self.report({"ERROR"}, "no backend Python yet: press Install Backend or set Backend Python first")
             return {"CANCELLED"}
         p = prefs()
-        target = bpy.path.abspath(p.checkpoints) if p.checkpoints else runtime.user_dir("checkpoints")
-        p.checkpoints = target
+        target = runtime.checkpoints_path()  # default: the data folder, shared and kept when the extension goes
         _run_task("download weights", install.download_steps(python, target),
                   os.path.join(runtime.user_dir("logs"), "download.log"))
         self.report({"INFO"}, f"downloading weights to {target} in the background")
@@ -125,9 +106,9 @@ class STABLEAVATAR_OT_check_backend(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if running and runtime.SESSION.info is not None:
-            prefs().backend_report = rows.format_ready(runtime.SESSION.info) + "\n(already running)"
-        else:
-            prefs().backend_report = "starting the backend..."  # the tick fills in its ready report
+            prefs().backend_report = rows.format_ready(runtime.SESSION.info, EXTENSION_VERSION) + "\n(already running)"
+        else:  # the tick counts the seconds of the cold start, then shows the ready report or why it failed
+            prefs().backend_report = rows.starting_text(0)
         return {"FINISHED"}
 
 
@@ -141,5 +122,4 @@ class STABLEAVATAR_OT_stop_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (STABLEAVATAR_OT_install_backend, STABLEAVATAR_OT_download_weights, STABLEAVATAR_OT_check_backend,
-           STABLEAVATAR_OT_stop_backend)
+classes = (STABLEAVATAR_OT_download_weights, STABLEAVATAR_OT_check_backend, STABLEAVATAR_OT_stop_backend)

@@ -6,7 +6,7 @@ import bpy
 from bpy.props import StringProperty
 
 from ..blender_addon import jobs, rows
-from . import runtime, timeline
+from . import paths, runtime, timeline
 
 
 class _JobOp:
@@ -50,8 +50,8 @@ class STABLEAVATAR_OT_reimport_job(_JobOp, bpy.types.Operator):
     bl_label = "Re-import Result"
 
     def run(self, context, scene, job):
-        if not jobs.finished_result(job.job_dir):
-            self.report({"ERROR"}, f"job {job.job_id} has no finished frames in {job.job_dir}")
+        if not jobs.finished_result(paths.job_path(job)):
+            self.report({"ERROR"}, f"job {job.job_id} has no finished frames in {paths.job_path(job)}")
             return False
         timeline.import_result(scene, job)
         if job.status == rows.ERROR:
@@ -66,9 +66,9 @@ class STABLEAVATAR_OT_open_job_folder(_JobOp, bpy.types.Operator):
     bl_label = "Open Job Folder"
 
     def run(self, context, scene, job):
-        if not os.path.isdir(job.job_dir):
+        if not os.path.isdir(paths.job_path(job)):
             return False
-        bpy.ops.wm.path_open(filepath=job.job_dir)
+        bpy.ops.wm.path_open(filepath=paths.job_path(job))
         return True
 
 

@@ -13,11 +13,11 @@ import time
 
 import bpy
 
-from ..blender_addon import install, jobs, rows
+from ..blender_addon import install, install_state, jobs, locations, rows
 from ..blender_addon.client import BackendClient, backend_command, incompatible, known_params, tail
-from ..blender_addon.startup import BackendStartError
-from ..preferences import ADDON_ID, prefs
-from . import timeline
+from ..blender_addon.startup import BackendStartError, exited_before_ready
+from ..preferences import ADDON_ID, EXTENSION_VERSION, prefs
+from . import feedback, paths, timeline, undo_guard
 
 TICK_BUSY_S = 0.1
 TICK_IDLE_S = 0.5
@@ -39,6 +39,9 @@ class Session:
         self.last_error: str = ""              # the last error not about a job
         self.in_tick = False
         self.pending: list[dict] = []          # events taken off the queue by wait(), handled first
+        self.started_at = 0.0                  # when the current client was started (monotonic)
+        self.models_loaded = False             # between `ready` and a `released`
+        self.longest_tick_ms = 0.0             # the slowest tick while a job was active (measured)
 
     def wait(self, timeout: float) -> bool:
         """Block until the backend sends something (or timeout); tests use it to drive tick() without
@@ -60,14 +63,19 @@ def user_dir(*parts: str, create: bool = True) -> str:
 
 
 def jobs_root() -> str:
-    p = prefs().jobs_dir
-    root = bpy.path.abspath(p) if p else user_dir("jobs")
+    root = paths.jobs_root()
     os.makedirs(root, exist_ok=True)
     return root
 
 
 def managed_python() -> str:
-    return install.venv_python(user_dir("venv", create=False))
+    """The Python of the environment Install Backend made (in the data folder, so it survives the extension)."""
+    return install.current_python(locations.backend_dir())
+
+
+def checkpoints_path() -> str:
+    p = prefs().checkpoints
+    return os.path.normpath(bpy.path.abspath(p)) if p else locations.checkpoints_dir()
 
 
 def backend_python() -> str:
@@ -95,6 +103,7 @@ def ensure_client() -> BackendClient:
     SESSION.sent = set()
     SESSION.info = None
     SESSION.last_error = ""
+    SESSION.started_at = time.monotonic()
     ensure_timer()
     return SESSION.client
 
@@ -105,11 +114,12 @@ def _argv_from_prefs() -> list[str]:
     if not os.path.isfile(python):
         raise BackendConfigError(f"backend Python not found: {python!r}. Set Preferences > Add-ons > "
                                  "StableAvatar > Backend Python, or press Install Backend")
-    checkpoints = bpy.path.abspath(p.checkpoints) if p.checkpoints else ""
-    if not checkpoints or not os.path.isdir(checkpoints):
+    checkpoints = checkpoints_path()
+    if not os.path.isdir(checkpoints):
         raise BackendConfigError(f"checkpoints folder not found: {checkpoints!r}. Set it in the preferences, "
                                  "or press Download Weights")
-    return backend_command(python, p.engine_settings(checkpoints), user_dir("logs"))
+    argv = backend_command(python, p.engine_settings(checkpoints), user_dir("logs"))
+    return argv + (["--idle-release", str(int(p.idle_release_min * 60))] if p.idle_release_min > 0 else [])
 
 
 def stop_backend(timeout: float = 5.0, settle: bool = True):
@@ -153,12 +163,13 @@ def submit(job) -> bool:
     except BackendStartError as exc:  # not executable, not a program: the row says so, nothing escapes
         rows.set_error(job, exc.message, hint=exc.hint, log_path=log_path())
         return False
-    request = None if jobs.read_request(job.job_dir) else job.pending_request()
+    job_dir = paths.job_path(job)
+    request = None if jobs.read_request(job_dir) else job.pending_request()
     if request is not None:
         request["params"] = known_params(request.get("params") or {}, SESSION.info)
-        ok = client.submit(job.job_id, job.job_dir, **request)
+        ok = client.submit(job.job_id, job_dir, **request)
     else:
-        ok = client.submit(job.job_id, job.job_dir)
+        ok = client.submit(job.job_id, job_dir)
     # when the write failed the backend is dying: its exit event turns the row into an error row
     SESSION.sent.add(job.job_id)
     rows.queued(job)
@@ -190,15 +201,16 @@ def reattach():
         if job.status == rows.CANCELLING:
             rows.cancelled(job)
             continue
-        if jobs.finished_result(job.job_dir):
+        job_dir = paths.job_path(job)
+        if jobs.finished_result(job_dir):
             SESSION.sent.discard(job.job_id)  # its done event (if still queued) must not import it twice
             timeline.import_result(scene, job)
         elif SESSION.client is not None and SESSION.client.alive and job.job_id in SESSION.sent:
             continue  # the same Blender session: events keep coming for it
-        elif jobs.read_request(job.job_dir) or job.pending_request():
+        elif jobs.read_request(job_dir) or job.pending_request():
             submit(job)
         else:
-            rows.set_error(job, f"job folder {job.job_dir} has no job.json: it cannot be resumed")
+            rows.set_error(job, f"job folder {job_dir} has no job.json: it cannot be resumed")
 
 
 # ---------------------------------------------------------------- the tick
@@ -219,11 +231,20 @@ def _handle(event: dict):
         return  # a backend we already gave up on
     if kind == "ready":
         SESSION.info = event
+        SESSION.models_loaded = not event.get("engine_error")
         why = incompatible(event)
-        _report(why or rows.format_ready(event))
+        install_state.STATE["update_needed"] = rows.version_mismatch(event, EXTENSION_VERSION) or ""
+        _report(why or rows.format_ready(event, EXTENSION_VERSION))
         if why:
             SESSION.last_error = why
             SESSION.client.stop(timeout=5.0)  # its exit event turns the rows sent to it into errors
+        for _, job in iter_jobs():
+            if job.job_id in SESSION.sent and job.status == rows.QUEUED:
+                job.message = "queued"  # no longer waiting for the cold start
+        return
+    if kind == "released":
+        SESSION.models_loaded = False
+        feedback.notify(f"StableAvatar: GPU memory released ({event.get('reason')}); models reload with the next job")
         return
     if kind == "exit":
         _backend_exited(event)
@@ -245,22 +266,34 @@ def _handle(event: dict):
         SESSION.cancel_deadline.pop(job.job_id, None)
     if kind == "accepted":
         job.request = ""  # the job folder's job.json is the record from now on
-    if rows.apply(job, event, log_path=jobs.path(job.job_dir, "log")) == rows.IMPORT:
+    if kind == "progress":
+        SESSION.models_loaded = True
+    if rows.apply(job, event, log_path=jobs.path(paths.job_path(job), "log")) == rows.IMPORT:
         timeline.import_result(scene, job, event)
+    if kind == "preview":
+        feedback.load_preview(job)
+    if kind in ("done", "error", "cancelled"):
+        feedback.job_ended(job)
 
 
 def _backend_exited(event: dict):
     code = event.get("returncode")
     ready = SESSION.info is not None  # it had started; else it died starting, and its log says why
     SESSION.client = None
+    SESSION.models_loaded = False
     sent, SESSION.sent = SESSION.sent, set()
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
     log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + str(event.get("log_tail") or "")
+    if not ready and (code or 0) > 0 and not SESSION.last_error:  # it died starting: the preferences say why too
+        message, hint = exited_before_ready(code, str(event.get("log_tail") or ""))
+        _report(f"{message}\nhint: {hint}\nlog: {log_path()}")
     for scene, job in iter_jobs():
         if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit,
                                                        ready=ready):
             submit(job)
+        elif job.job_id in sent and job.status == rows.ERROR:
+            feedback.job_ended(job)
 
 
 def _enforce_cancel_deadlines():
@@ -279,8 +312,20 @@ def _redraw():
     wm = bpy.context.window_manager
     for window in getattr(wm, "windows", []):
         for area in window.screen.areas:
-            if area.type in ("SEQUENCE_EDITOR", "PREFERENCES"):
+            if area.type in ("SEQUENCE_EDITOR", "PREFERENCES", "STATUSBAR"):
                 area.tag_redraw()
+
+
+def _cold_start():
+    """While the backend loads its models, say so (with the seconds so far) where the user looks."""
+    client = SESSION.client
+    if client is None or SESSION.info is not None or not client.alive:
+        return
+    text = rows.starting_text(time.monotonic() - SESSION.started_at)
+    for _, job in iter_jobs():
+        if job.job_id in SESSION.sent and job.status == rows.QUEUED and job.message != text:
+            job.message = text
+    _report(text)
 
 
 def tick() -> float | None:
@@ -289,6 +334,7 @@ def tick() -> float | None:
         return TICK_BUSY_S  # a render pumps the event loop: never mutate strips in the middle of it
     SESSION.in_tick = True
     handled = 0
+    t0 = time.perf_counter()
     try:
         while True:
             if SESSION.pending:
@@ -301,14 +347,20 @@ def tick() -> float | None:
             handled += 1
             _guarded(_handle, event)
         _guarded(_enforce_cancel_deadlines)
+        _guarded(_cold_start)
+        _guarded(feedback.poll_tasks)
+        _guarded(undo_guard.snapshot)
     finally:
         SESSION.in_tick = False
-    if handled:
+    starting = SESSION.client is not None and SESSION.info is None  # the seconds of the cold start move
+    if handled or starting:
         _guarded(_redraw)
     try:
         busy = SESSION.client is not None or any(j.status in rows.ACTIVE for _, j in iter_jobs())
     except Exception:  # noqa: BLE001 - e.g. while a file is being loaded
         busy = True
+    if busy:
+        SESSION.longest_tick_ms = max(SESSION.longest_tick_ms, (time.perf_counter() - t0) * 1000.0)
     return TICK_BUSY_S if busy else TICK_IDLE_S
 
 

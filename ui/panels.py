@@ -4,8 +4,10 @@ from __future__ import annotations
 import bpy
 
 from ..blender_addon import compat, rows
-from ..operators import runtime
+from ..blender_addon.install_state import STATE
+from ..operators import feedback, runtime
 from .layout import multiline, progress
+from .presets import draw_presets
 from .props import PANEL_PARAMS
 
 STATUS_ICON = {rows.PREPARING: "TIME", rows.QUEUED: "TIME", rows.RUNNING: "PLAY", rows.CANCELLING: "CANCEL",
@@ -15,7 +17,7 @@ STATUS_ICON = {rows.PREPARING: "TIME", rows.QUEUED: "TIME", rows.RUNNING: "PLAY"
 def _params(layout, settings, group: str):
     """The contract's parameters of one panel group, in the contract's order."""
     for name, spec in PANEL_PARAMS.items():
-        if spec.panel == group:
+        if spec.panel == group and name != "seed":  # the seed is drawn with its per-take switch
             layout.prop(settings, name)
 
 
@@ -50,18 +52,21 @@ class STABLEAVATAR_PT_animate(_AvatarPanel, bpy.types.Panel):
         if st.still_source == "FILE":
             col.prop(st, "image_path")
         elif st.still_source == "STRIP" and se is not None:
-            col.prop_search(st, "image_strip", se, "strips_all" if hasattr(se, "strips_all") else "sequences_all")
+            col.prop(st, "image_strip_pick")
         else:
             col.prop(st, "camera")
-        col.prop(st, "preset")
-        if st.preset == "CUSTOM":
-            col.prop(st, "steps")
+        draw_presets(col)
+        col.prop(st, "steps")
         col.prop(st, "resolution")
         if st.resolution == "CUSTOM":
             row = col.row(align=True)
             row.prop(st, "width")
             row.prop(st, "height")
         _params(col, st, "main")
+        row = col.row(align=True)
+        row.prop(st, "new_seed_per_take")
+        if not st.new_seed_per_take:
+            row.prop(st, "seed", text="")
         col.prop(st, "audio_source")
         col.prop(st, "replace_previous")
         layout.operator("stableavatar.animate", icon="PLAY")
@@ -86,8 +91,15 @@ class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         client = runtime.SESSION.client
-        layout.label(text="Backend: " + ("running" if client and client.alive else "stopped"),
-                     icon="LINKED" if client and client.alive else "UNLINKED")
+        alive = client is not None and client.alive
+        row = layout.row(align=True)
+        row.label(text="Backend: " + (("models loaded" if runtime.SESSION.models_loaded else "running, GPU free")
+                                      if alive else "stopped"), icon="LINKED" if alive else "UNLINKED")
+        if alive:
+            row.operator("stableavatar.release_gpu", text="", icon="TRASH")
+            row.operator("stableavatar.stop_backend", text="", icon="CANCEL")
+        if STATE["update_needed"]:
+            layout.label(text="Backend version differs: Preferences > Update Backend", icon="ERROR")
         jobs = compat.sequencer_scene(context).stableavatar.jobs
         if not len(jobs):
             layout.label(text="No jobs yet")
@@ -106,11 +118,16 @@ class STABLEAVATAR_PT_jobs(_AvatarPanel, bpy.types.Panel):
             row.operator("stableavatar.open_job_folder", text="", icon="FILE_FOLDER").job_id = job.job_id
             if job.status in (rows.RUNNING, rows.QUEUED, rows.CANCELLING):
                 progress(box, job.fraction, job.message)
+                icon = feedback.preview_icon(job)
+                if job.preview and job.status == rows.RUNNING:
+                    box.template_icon(icon_value=icon, scale=6.0)
             elif job.status == rows.ERROR:
                 multiline(box, job.error_text or job.message)
                 box.operator("stableavatar.copy_error", icon="COPYDOWN").job_id = job.job_id
             else:
                 box.label(text=job.message)
+            if job.warning:
+                multiline(box, "warning: " + job.warning)
 
 
 classes = (STABLEAVATAR_PT_animate, STABLEAVATAR_PT_advanced, STABLEAVATAR_PT_jobs)

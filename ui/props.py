@@ -12,8 +12,28 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 from ..blender_addon import contract, rows
 
 INT_MAX = 2**31 - 1  # Blender's IntProperty is 32-bit
-PRESET_STEPS = {"DRAFT": 10, "FINAL": contract.PARAMS["steps"].default}
 PANEL_PARAMS = {n: s for n, s in contract.PARAMS.items() if s.panel}
+DRAFT_STEPS = 10  # the panel's default: a quick look (the Final preset sets the official count)
+_STRIP_ITEMS: list = []  # Blender needs the dynamic enum's items kept alive by Python
+
+
+def _image_strip_items(self, context):
+    """The image strips of the scene, for the still picker (a sound strip is no still)."""
+    from ..blender_addon import compat
+    se = getattr(self.id_data, "sequence_editor", None)
+    names = sorted(s.name for s in compat.all_strips(se) if s.type == "IMAGE") if se is not None else []
+    _STRIP_ITEMS[:] = [("NONE", "(choose an image strip)", "", 0)] + [(n, n, "", i + 1) for i, n in enumerate(names)]
+    return _STRIP_ITEMS
+
+
+def _get_image_strip(self) -> int:
+    items = _image_strip_items(self, None)
+    return next((i[3] for i in items if i[0] == self.image_strip), 0)
+
+
+def _set_image_strip(self, value: int) -> None:
+    items = _image_strip_items(self, None)
+    self.image_strip = next((i[0] for i in items if i[3] == value and i[0] != "NONE"), "")
 
 
 def param_property(spec: contract.Spec):
@@ -33,8 +53,12 @@ def param_property(spec: contract.Spec):
 
 class STABLEAVATAR_PG_job(bpy.types.PropertyGroup):
     job_id: StringProperty(name="Job id")
-    job_dir: StringProperty(name="Job folder", subtype="DIR_PATH")
+    job_dir: StringProperty(name="Job folder", subtype="DIR_PATH", description="The job's folder (relative to the "
+                                                                              ".blend when it is beside it)")
     source: StringProperty(name="Source strip")
+    source_id: StringProperty(name="Source tag", description="The tag on the source strip (the result follows it)")
+    warning: StringProperty(name="Warning", description="Why the result may not sit where you expect")
+    preview: StringProperty(name="Preview", subtype="FILE_PATH", description="The newest decoded frame")
     status: EnumProperty(name="Status", items=[(s, s.title(), "") for s in rows.STATUSES], default=rows.PREPARING)
     phase: StringProperty(name="Phase")
     fraction: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
@@ -66,14 +90,14 @@ class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
     ], default="FILE")
     image_path: StringProperty(name="Image", subtype="FILE_PATH")
     image_strip: StringProperty(name="Image strip")
+    image_strip_pick: EnumProperty(name="Image strip", items=_image_strip_items, get=_get_image_strip,
+                                   set=_set_image_strip, description="The image strip whose image is the still")
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=lambda self, ob: ob.type == "CAMERA")
-    preset: EnumProperty(name="Preset", items=[
-        ("DRAFT", "Draft", f"{PRESET_STEPS['DRAFT']} denoising steps: quick look"),
-        ("FINAL", "Final", f"The official {PRESET_STEPS['FINAL']} denoising steps"),
-        ("CUSTOM", "Custom", "Choose the step count"),
-    ], default="DRAFT")
-    steps: IntProperty(name="Steps", default=25, min=int(contract.PARAMS["steps"].min),
-                       max=int(contract.PARAMS["steps"].max))
+    steps: IntProperty(name="Steps", default=DRAFT_STEPS, min=int(contract.PARAMS["steps"].min),
+                       max=int(contract.PARAMS["steps"].max), description=contract.PARAMS["steps"].help)
+    new_seed_per_take: BoolProperty(name="New seed per take", default=True,
+                                    description="Every run draws its own seed (recorded on the job and its strip); "
+                                                "off: use the seed below, to redo a take exactly")
     resolution: EnumProperty(name="Resolution", items=[
         ("512x512", "512 x 512", "Square"), ("480x832", "480 x 832", "Portrait"),
         ("832x480", "832 x 480", "Landscape"), ("CUSTOM", "Custom", "Any multiple of 16"),
@@ -88,7 +112,8 @@ class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
         ("MIXDOWN", "Mixdown", "Everything audible over the strip's range"),
     ], default="STRIP")
     replace_previous: BoolProperty(name="Replace previous take",
-                                   description="Remove this strip's earlier avatar take when the new one arrives")
+                                   description="Remove this strip's last avatar take when the new one arrives "
+                                               "(earlier takes stay in the take list)")
     shots_from: EnumProperty(name="Shots", items=[
         ("SCENE_STRIPS", "Scene Strips", "Each scene strip (selected ones, or all) is a shot"),
         ("CAMERA_MARKERS", "Camera Markers", "Each marker bound to a camera starts a shot"),
@@ -99,10 +124,11 @@ class STABLEAVATAR_PG_settings(bpy.types.PropertyGroup):
     def params(self) -> dict:
         """The generation parameters this panel sets, validated by the contract (a ContractError names the bad one)."""
         w, h = contract.RESOLUTION_PRESETS.get(self.resolution, (self.width, self.height))
-        values = {"width": w, "height": h, "steps": PRESET_STEPS.get(self.preset, self.steps)}
+        values = {"width": w, "height": h, "steps": self.steps}
         for name, spec in PANEL_PARAMS.items():
             value = getattr(self, name)
             values[name] = round(value, 4) if spec.type is float else value  # a float32 property reads 2.9999..
+        values["seed"] = contract.RANDOM_SEED if self.new_seed_per_take else max(0, self.seed)
         contract.GenerationParams.from_dict(values)
         return values
 

@@ -39,7 +39,7 @@ def load_audio(path: str | os.PathLike, allow_silent: bool = False) -> np.ndarra
     peak = float(np.abs(wave).max())
     if peak < SILENCE_PEAK and not allow_silent:
         raise UserInputError(f"audio {path.name} is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)",
-                             hint="check the strip's volume/mute, or pass --allow-silent for a closed-mouth take")
+                             hint="check the strip's volume/mute, or allow silent audio (--allow-silent) for a closed-mouth take")
     return wave
 
 

@@ -105,6 +105,27 @@ def locate(root: str | os.PathLike | None = None) -> CheckpointTree:
     raise CheckpointError(f"checkpoint folder {cand} is incomplete: missing {shown}", hint=DOWNLOAD_HINT)
 
 
+def presence(root: str | os.PathLike | None = None) -> dict:
+    """Whether the checkpoint files are there (checked, not loaded): found, path, tiny; else error and hint."""
+    try:
+        tree = locate(root)
+        return {"found": True, "path": str(tree.root), "tiny": tree.tiny}
+    except CheckpointError as exc:
+        return {"found": False, "error": str(exc), "hint": exc.hint}
+
+
+def weights_report(root, load_error: BaseException | None) -> dict:
+    """`ready.weights` of a worker whose engine did not load: the checkpoint error itself, or, when something
+    else failed first (a device this machine lacks), whether the files are there."""
+    out = {"found": not isinstance(load_error, CheckpointError), "path": root, "tiny": False,
+           "searched": getattr(load_error, "searched", None) or searched_paths(root), "error": None, "hint": None}
+    if isinstance(load_error, CheckpointError):
+        out.update(error=str(load_error), hint=load_error.hint)
+    elif load_error is not None:
+        out.update(presence(root))
+    return out
+
+
 def _missing_files(root: Path) -> list[str]:
     if not root.is_dir():
         return [str(root)]

@@ -147,6 +147,11 @@ class Engine:
         gc.collect()
         self._empty_cache()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether any model holds memory (False after `release`, until the next job)."""
+        return any(m is not None for m in (self._dit, self._vae, self._audio_encoder))
+
     def release(self) -> None:
         """Drop every model and free their memory; the next job loads what it needs again."""
         self._dit = self._vae = self._audio_encoder = None

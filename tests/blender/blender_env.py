@@ -30,6 +30,7 @@ if "bpy" in sys.modules:
 _RES = tempfile.mkdtemp(prefix="stableavatar-blender-user-")
 atexit.register(shutil.rmtree, _RES, True)
 os.environ["BLENDER_USER_RESOURCES"] = _RES  # must be set before bpy is imported
+os.environ["STABLEAVATAR_HOME"] = os.path.join(_RES, "stableavatar-data")  # the data folder outside Blender's
 (Path(_RES) / "extensions" / "user_default").mkdir(parents=True)
 os.symlink(ROOT, Path(_RES) / "extensions" / "user_default" / "stableavatar")
 
@@ -109,7 +110,6 @@ def scene(addon, tmp_path):
     st.image_path = str(MEDIA / "case-1-reference.png")
     st.resolution = "CUSTOM"
     st.width = st.height = 32
-    st.preset = "CUSTOM"
     st.steps = 1
     st.fit = "crop"
     return sc

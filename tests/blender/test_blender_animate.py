@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+import time
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_rerun_adds_a_take_and_replace_removes_only_its_own(scene):
     sys.modules[PKG + ".operators.timeline"].import_result(sc, st.jobs[0])
     copy = st.jobs[0].result_strip
     copy_strip = compat.all_strips(sc.sequence_editor)[copy]
-    copy_strip["stableavatar_source"] = "other"
+    copy_strip["stableavatar_source"] = copy_strip["stableavatar_source_id"] = "other"
     st.replace_previous = True
     assert bpy.ops.stableavatar.animate() == {"FINISHED"}
     job2 = st.jobs[1]
@@ -151,9 +152,17 @@ def test_camera_render_still(scene):
     st = sc.stableavatar
     st.still_source, st.camera = "CAMERA", cam
     saved = (sc.camera, sc.render.filepath, sc.render.use_sequencer, sc.frame_current)
+    t0 = time.monotonic()
     assert bpy.ops.stableavatar.animate() == {"FINISHED"}
+    pressed_s = time.monotonic() - t0
     job = only_job(sc)
+    # Blender does not wait for the render: a background Blender makes the still, the row says so
+    assert job.status == "PREPARING" and "background Blender" in job.message, job.message
     assert (sc.camera, sc.render.filepath, sc.render.use_sequencer, sc.frame_current) == saved
+    sc.camera = None  # an edit after pressing Animate does not change the still (a copy of the file renders)
+    wait_for(lambda: job.status != "PREPARING", 120, what="the background render")
+    render_s = time.monotonic() - t0
+    assert pressed_s < render_s / 2, (pressed_s, render_s)
     still = bpy.data.images.load(str(Path(job.job_dir) / "inputs" / "reference.png"))
     assert tuple(still.size) == (64, 64)
     px = np.array(still.pixels[:]).reshape(64, 64, -1)[..., :3]

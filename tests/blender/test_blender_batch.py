@@ -36,9 +36,9 @@ def test_animate_shots_renders_each_camera_and_imports_both(scene):
     assert bpy.ops.stableavatar.animate_shots() == {"FINISHED"}
     jobs = edit.stableavatar.jobs
     assert [j.source for j in jobs] == ["A", "B"]
+    wait_for(lambda: all(j.status in DONE for j in jobs), what="both shots")
     for j in jobs:
         assert os.path.isfile(os.path.join(j.job_dir, "inputs", "reference.png"))
-    wait_for(lambda: all(j.status in DONE for j in jobs), what="both shots")
     assert [j.status for j in jobs] == ["IMPORTED", "IMPORTED"], [j.error_text for j in jobs]
     ra, rb = (compat.all_strips(edit.sequence_editor)[j.result_strip] for j in jobs)
     assert (ra.frame_final_start, ra.frame_final_end, ra.channel) == (1, 13, 3)
@@ -159,7 +159,7 @@ def test_missing_weights_is_an_error_row_with_a_hint(scene, tmp_path):
     wait_for(lambda: job.status in DONE, 120, what="the error row")
     assert job.status == "ERROR"
     assert "missing_weights" in job.message and "hint:" in job.error_text, job.error_text
-    assert "weights NOT found" in prefs().backend_report
+    assert "weights NOT usable" in prefs().backend_report
     assert strips_snapshot(sc) == before
 
 

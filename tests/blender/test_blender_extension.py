@@ -35,7 +35,7 @@ def test_register_unregister_leaves_nothing_behind(addon):
         prefs().python, prefs().checkpoints, prefs().device = BACKEND_PYTHON, str(CHECKPOINTS), "cpu"
         assert bpy.ops.stableavatar.check_backend() == {"FINISHED"}
         wait_for(lambda: rt.SESSION.info is not None, 120, "the backend's ready message")
-        assert "torch" in prefs().backend_report and "weights found" in prefs().backend_report
+        assert "torch" in prefs().backend_report and "weights load from" in prefs().backend_report
         proc = rt.SESSION.client.proc
         tick, once = rt.tick, sys.modules[PKG + ".registration"]._reattach_once
         disable()

@@ -70,6 +70,8 @@ REQUESTS = dict([
     _m("cancel", "stop a running job within one denoising step, or drop a queued one", _ID),
     _m("status", "report the running job, the queue and the last progress"),
     _m("shutdown", "checkpoint and cancel every job, answer `bye`, exit 0 (closing stdin or SIGTERM does the same)"),
+    _m("release", "free the models' GPU and host memory once no job runs; they load again with the next job; "
+                  "answered by `released`"),
 ])
 
 _JOB_DIR = Field("job_dir", str, "absolute job folder")
@@ -121,6 +123,8 @@ EVENTS = dict([
        Field("running", str, "the running job's id", nullable=True), Field("queue", list, "queued ids in order"),
        Field("progress", dict, "the running job's last progress fields", nullable=True),
        Field("memory_mode", str, "the memory mode in use"), Field("engine_loaded", bool, "models are loaded")),
+    _m("released", "the models were dropped and their memory freed (after `release`, or `serve --idle-release`)",
+       Field("reason", str, "request or idle"), Field("was_loaded", bool, "models were loaded until now")),
     _m("bye", "the worker exits after this line", Field("reason", str, "shutdown requested, stdin closed, SIGTERM, ...")),
 ])
 

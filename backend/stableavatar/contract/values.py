@@ -196,7 +196,8 @@ class GenerationParams(_Values):
                          ("crop", "Crop", "Fill the resolution, cutting the overflow"),
                          ("pad", "Pad", "Fit inside the resolution, padding the rest")))
     save_latents: bool = param(False, "also write latents.safetensors")
-    allow_silent: bool = param(False, "accept audio without any sound (a closed-mouth take)")
+    allow_silent: bool = param(False, "accept audio without any sound (a closed-mouth take)", panel="guidance",
+                               label="Allow silent audio")
 
     def validate(self, where: str = ""):
         super().validate(where)

@@ -17,6 +17,9 @@ def _engine_flags(p: argparse.ArgumentParser, defaults_note: str) -> None:
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="run the backend worker (JSON lines on stdio, see docs/protocol.md)")
     p.add_argument("--stdio", action="store_true", help="speak the protocol on stdin/stdout (the only transport)")
+    p.add_argument("--idle-release", type=float, default=0.0, metavar="SECONDS",
+                   help="free the models' memory after this long without a job (default 0: keep them loaded); "
+                        "the next job loads them again")
     _engine_flags(p, "")
     p.set_defaults(func=run_serve)
     return p

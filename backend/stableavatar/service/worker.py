@@ -12,16 +12,18 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import uuid
 
 from .. import contract, errors, oom, report, settings
-from ..checkpoints import searched_paths
+from ..checkpoints import weights_report
 from ..cli_args import engine_settings_from_args
 from ..contract import ContractError
-from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError
+from ..errors import BusyError, CancelledError, StableAvatarError
 from ..job import prepare_job
 from . import admission, logs, runner
+from .gpu_release import Releaser
 from .jobdir import JobDir, JobLockedError
 
 log = logging.getLogger("stableavatar.service")
@@ -47,6 +49,7 @@ class Worker:
         self.stop_reason: str | None = None
         self.engine = None
         self.load_error: BaseException | None = None
+        self.releaser = Releaser(getattr(args, "idle_release", 0))
 
     # ---- output -------------------------------------------------------------------------------------------
     def emit(self, msg: dict) -> None:
@@ -112,10 +115,7 @@ class Worker:
                                   dtype=info.get("dtype"), gpu=info.get("gpu"), weights=info.get("weights"),
                                   memory_mode=self.memory_mode, **fields)
         exc = self.load_error
-        weights = {"found": not isinstance(exc, CheckpointError), "path": a.checkpoints, "tiny": False,
-                   "searched": getattr(exc, "searched", None) or searched_paths(a.checkpoints)}
-        weights["error"] = str(exc) if exc else None
-        weights["hint"] = getattr(exc, "hint", None)
+        weights = weights_report(a.checkpoints, exc)
         told = errors.describe(exc) if exc else None
         engine_error = {"category": told.category, "message": told.message, "hint": told.hint} if exc else None
         return contract.event("ready", versions=report.versions(), device=a.device, dtype=a.dtype, gpu=report.gpu(),
@@ -186,6 +186,11 @@ class Worker:
     def op_shutdown(self, cmd) -> None:
         self.request_stop("shutdown requested")
 
+    def op_release(self, cmd) -> None:
+        with self._cv:  # torch lives on the main thread: it releases as soon as no job runs
+            self.releaser.requested = True
+            self._cv.notify_all()
+
     def op_cancel(self, cmd) -> None:
         job_id = cmd["id"]
         with self._cv:
@@ -245,9 +250,13 @@ class Worker:
 
     # ---- main thread --------------------------------------------------------------------------------------
     def next_job(self) -> Job | None:
+        idle_since = time.monotonic()
         with self._cv:
             while not self.queue and not self.stopping:
                 self._cv.wait(0.2)  # bounded: a signal handler sets `stopping` without notifying
+                reason = self.releaser.due(self.engine, idle_since)
+                if reason:
+                    self.releaser.release(self.engine, self.emit, reason)
             if self.stopping:
                 return None
             self.running = self.queue.popleft()
