@@ -53,8 +53,8 @@ def param_property(spec: contract.Spec):
 
 class STABLEAVATAR_PG_job(bpy.types.PropertyGroup):
     job_id: StringProperty(name="Job id")
-    job_dir: StringProperty(name="Job folder", subtype="DIR_PATH", description="The job's folder (relative to the "
-                                                                              ".blend when it is beside it)")
+    job_dir: StringProperty(name="Job folder", description="The job's folder (// = relative to the .blend, when "
+                                                           "it is beside it)")
     source: StringProperty(name="Source strip")
     source_id: StringProperty(name="Source tag", description="The tag on the source strip (the result follows it)")
     warning: StringProperty(name="Warning", description="Why the result may not sit where you expect")
