@@ -15,7 +15,8 @@ PYTHON313 ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/nu
 	PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | grep '^3\.13' | tail -1) python3.13 -c 'import sys; print(sys.executable)')
 BLENDER_EXT = $(VENV)/lib/python3.11/site-packages/bpy/5.0/scripts/addons_core/bl_pkg/cli/blender_ext.py
 WHEEL_DIR := backend_wheel
-SMOKE_42 := tests/blender/test_blender_extension.py tests/blender/test_blender_strip_api.py
+SMOKE_42 := tests/blender/test_blender_extension.py tests/blender/test_blender_strip_api.py \
+	tests/blender/test_blender_survives.py::test_blenders_own_uninstall_and_update_lose_nothing
 
 .PHONY: demo test test-backend test-blender extension wheel venv clean-demo
 

@@ -43,13 +43,6 @@ def _on_undo_post(*_args):
         undo_guard.restore()
 
 
-def _reattach_once():
-    """Enabling the extension with a file already open: pick up its jobs (bpy.data is off-limits in register)."""
-    if not _passive():
-        runtime.reattach()
-    return None
-
-
 def _at_exit():
     install_ops.stop_installer()
     still_render.stop_all()
@@ -71,12 +64,13 @@ def register():
     if _passive():
         return
     runtime.ensure_timer()
-    bpy.app.timers.register(_reattach_once, first_interval=0.5)
+    # enabled with a file already open: pick up its jobs now. At startup bpy.data is still restricted here and
+    # load_post does it when the startup file loads. (A one-shot timer for this made bpy 4.5 hang at exit.)
+    if isinstance(bpy.data, bpy.types.BlendData):
+        runtime.reattach()
 
 
 def unregister():
-    if bpy.app.timers.is_registered(_reattach_once):
-        bpy.app.timers.unregister(_reattach_once)
     runtime.remove_timer()
     _at_exit()
     atexit.unregister(_at_exit)

@@ -6,7 +6,7 @@ import bpy
 from bpy.props import StringProperty
 
 from ..blender_addon import jobs, rows
-from . import paths, runtime, timeline
+from . import paths, runtime, timeline, undo_guard
 
 
 class _JobOp:
@@ -93,6 +93,7 @@ class STABLEAVATAR_OT_remove_job(_JobOp, bpy.types.Operator):
             runtime.cancel(job)
         job_rows = scene.stableavatar.jobs
         job_rows.remove(next(i for i, j in enumerate(job_rows) if j.job_id == self.job_id))
+        undo_guard.forget(self.job_id)  # removed on purpose: an undo brings it back, not the guard
         return True
 
 

@@ -285,7 +285,7 @@ def _backend_exited(event: dict):
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
     log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + str(event.get("log_tail") or "")
-    if not ready and (code or 0) > 0 and not SESSION.last_error:  # it died starting: the preferences say why too
+    if not ready and (code or 0) > 0 and not SESSION.last_error:  # died starting (a kill gives a negative code): say why there too
         message, hint = exited_before_ready(code, str(event.get("log_tail") or ""))
         _report(f"{message}\nhint: {hint}\nlog: {log_path()}")
     for scene, job in iter_jobs():

@@ -71,13 +71,7 @@ def test_installer_reports_a_failing_step_in_its_own_words(tmp_path):
     assert not (tmp_path / "envs" / "new").exists() and not (tmp_path / "current").exists()
 
 
-def test_rows_say_why_a_backend_cannot_start_and_when_to_update():
-    row = SimpleNamespace(status=rows.QUEUED, message="", error_text="")
-    why = rows.start_failure("Traceback ...\nModuleNotFoundError: No module named 'stableavatar'\n")
-    assert why == "ModuleNotFoundError: No module named 'stableavatar'"
-    assert rows.backend_stopped(row, 1, "/log", "tail", resubmit=False, not_started=why) is False
-    assert "could not start" in row.message and "No module named" in row.message
-    assert "resume it from its last step" not in row.error_text
+def test_rows_say_when_to_update_and_what_the_engine_error_is():
     ready = {"versions": {"stableavatar": "0.1.0"}, "weights": {"found": True, "path": "/w"}, "device": "cuda",
              "engine_error": {"category": "bad_input", "message": "--device cuda was requested but no CUDA GPU",
                               "hint": "use cpu"}}

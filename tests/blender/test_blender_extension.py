@@ -24,6 +24,7 @@ def _ours():
 def test_register_unregister_leaves_nothing_behind(addon):
     disable()
     classes, handlers = _ours(), list(bpy.app.handlers.load_post)
+    others = {n: list(getattr(bpy.app.handlers, n)) for n in ("save_pre", "undo_post", "redo_post")}
     assert classes == [] and not hasattr(bpy.types.Scene, "stableavatar")
     try:
         enable()
@@ -37,12 +38,13 @@ def test_register_unregister_leaves_nothing_behind(addon):
         wait_for(lambda: rt.SESSION.info is not None, 120, "the backend's ready message")
         assert "torch" in prefs().backend_report and "weights load from" in prefs().backend_report
         proc = rt.SESSION.client.proc
-        tick, once = rt.tick, sys.modules[PKG + ".registration"]._reattach_once
+        tick = rt.tick
         disable()
         assert proc.poll() is not None, "backend still running after unregister"
         assert _ours() == [] and not hasattr(bpy.types.Scene, "stableavatar")
         assert list(bpy.app.handlers.load_post) == handlers
-        assert not bpy.app.timers.is_registered(tick) and not bpy.app.timers.is_registered(once)
+        assert {n: list(getattr(bpy.app.handlers, n)) for n in others} == others
+        assert not bpy.app.timers.is_registered(tick)
     finally:
         enable()
 

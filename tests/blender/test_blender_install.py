@@ -99,8 +99,11 @@ def test_install_for_real_then_update_keeps_the_working_env(online, wheel):
     assert "torch 2.13.0+cpu" in ops.STATE["result"] and "stableavatar 0.1.0" in ops.STATE["result"]
     cache = Path(locations.data_home()) / "cache" / "uv"
     size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file() and not f.is_symlink())
-    print(f"\nINSTALL: {seconds:.1f} s, uv cache {size / 2**20:.0f} MiB (PyPI downloads + the local torch wheel "
-          f"unpacked), env {env}")
+    units = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    announced = sum(float(n) * units[u] for n, u in re.findall(r"Downloading \S+ \(([\d.]+)(KiB|MiB|GiB)\)",
+                                                                  Path(ops.STATE["log"]).read_text()))
+    print(f"\nINSTALL: {seconds:.1f} s; downloaded from PyPI (uv's announced downloads) {announced / 2**20:.0f} MiB; "
+          f"uv cache {size / 2**20:.0f} MiB (unpacked, incl. the local torch wheel); env {env}")
     # the new environment is what the backend runs from now, and it works
     rt = runtime()
     assert rt.backend_python() == install.venv_python(env)

@@ -79,6 +79,7 @@ def test_unsaved_file_jobs_move_beside_it_on_save(scene, tmp_path):
 
 
 CHILD = r"""
+import faulthandler; faulthandler.enable()
 import json, os, shutil, sys, time
 args = json.loads(sys.argv[1])
 os.environ["BLENDER_USER_RESOURCES"] = args["res"]
@@ -149,6 +150,7 @@ if args["audio"]:
     out["report"] = bpy.context.preferences.addons[PKG].preferences.backend_report
     rt.stop_backend(settle=False)
 step("done")
+os._exit(0)  # bpy 4.2.0 can crash in its own interpreter shutdown after extension operations
 """
 
 

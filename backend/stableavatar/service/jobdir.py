@@ -162,6 +162,10 @@ class JobDir:
         for key in ("image", "audio", "params"):
             if key not in req:
                 raise UserInputError(f"{self.request} lacks {key!r}", hint="submit the job again with image and audio")
+        for key in ("image", "audio"):  # the folder moved (a project on another disk): its own copies are here
+            here = self.inputs / Path(str(req[key])).name
+            if not Path(str(req[key])).is_file() and here.is_file():
+                req[key] = str(here)
         return req
 
     def clear_results(self) -> None:
