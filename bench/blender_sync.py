@@ -27,9 +27,11 @@ MEDIA = ROOT / "tests" / "data" / "media"
 SIZE, BITS = 64, 8  # frame size; bars per frame (indices up to 255)
 
 
-def index_frame(i: int) -> np.ndarray:
-    img = np.zeros((SIZE, SIZE, 3), np.uint8)
-    w = SIZE // BITS
+def index_frame(i: int, size: int) -> np.ndarray:
+    """Frame `i` as bars (bit b set: bar b white), at the generated frames' own size (the strip fits them to
+    the render size, as it did the real frames)."""
+    img = np.zeros((size, size, 3), np.uint8)
+    w = size // BITS
     for b in range(BITS):
         if i >> b & 1:
             img[:, b * w:(b + 1) * w] = 255
@@ -64,7 +66,8 @@ def run(fps_name: str, seconds: float, out: Path, python: str):
     p.python, p.checkpoints, p.device, p.jobs_dir = python, str(ROOT / "tests/data/parity/checkpoints"), "cpu", ""
     bpy.ops.wm.read_homefile(use_empty=True)
     sc = bpy.context.scene
-    sc.render.fps, sc.render.fps_base = {"23.976": (24, 1.001), "29.97": (30, 1.001)}.get(fps_name, (int(fps_name), 1.0))
+    ntsc = {"23.976": (24, 1.001), "29.97": (30, 1.001), "59.94": (60, 1.001)}
+    sc.render.fps, sc.render.fps_base = ntsc[fps_name] if fps_name in ntsc else (int(fps_name), 1.0)
     fps = timing.scene_fps(sc.render.fps, sc.render.fps_base)
     sc.render.resolution_x = sc.render.resolution_y = SIZE
     sc.render.resolution_percentage = 100
@@ -91,8 +94,9 @@ def run(fps_name: str, seconds: float, out: Path, python: str):
     strip = compat.all_strips(se)[job.result_strip]
     frames_dir = Path(bpy.path.abspath(strip.directory))
     names = sorted(f for f in os.listdir(frames_dir) if f.endswith(".png"))
+    size = Image.open(frames_dir / names[0]).size[0]
     for i, name in enumerate(names):
-        Image.fromarray(index_frame(i)).save(frames_dir / name)
+        Image.fromarray(index_frame(i, size)).save(frames_dir / name)
     left, right = int(compat.left(voice)), int(compat.right(voice))
     sc.frame_start, sc.frame_end = 1, right + 5
     sc.render.use_sequencer = True
