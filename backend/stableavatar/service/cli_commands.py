@@ -17,6 +17,10 @@ def _engine_flags(p: argparse.ArgumentParser, defaults_note: str) -> None:
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="run the backend worker (JSON lines on stdio, see docs/protocol.md)")
     p.add_argument("--stdio", action="store_true", help="speak the protocol on stdin/stdout (the only transport)")
+    p.add_argument("--jobs-root", metavar="DIR", default=None,
+                   help="confine the worker to DIR (remote use, docs/remote.md): every path a request names must "
+                        "lie under it, relative ones are taken from it, and file transfer (put/fetch/files) is on; "
+                        "logs go to DIR/logs unless --log-dir says otherwise")
     _engine_flags(p, "")
     p.set_defaults(func=run_serve)
     return p

@@ -21,8 +21,9 @@ from ..cli_args import engine_settings_from_args
 from ..contract import ContractError
 from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError
 from ..job import prepare_job
-from . import admission, logs, runner
+from . import admission, logs, runner, transfer
 from .jobdir import JobDir, JobLockedError
+from .jobs_root import JobsRoot
 
 log = logging.getLogger("stableavatar.service")
 FAULTS_ENV = "STABLEAVATAR_SERVICE_FAULTS"  # tests only: lets `submit` carry {"fault": "oom@N"}
@@ -47,6 +48,8 @@ class Worker:
         self.stop_reason: str | None = None
         self.engine = None
         self.load_error: BaseException | None = None
+        # remote use: every path a request names must lie under this folder (service/jobs_root.py)
+        self.jobs_root = JobsRoot(args.jobs_root) if getattr(args, "jobs_root", None) else None
 
     # ---- output -------------------------------------------------------------------------------------------
     def emit(self, msg: dict) -> None:
@@ -105,7 +108,8 @@ class Worker:
     def ready_message(self) -> dict:
         a = self.args
         fields = {"pid": os.getpid(), "capabilities": contract.capabilities(),
-                  "limits": {"max_line_bytes": contract.MAX_LINE_BYTES}}
+                  "limits": {"max_line_bytes": contract.MAX_LINE_BYTES},
+                  "jobs_root": str(self.jobs_root) if self.jobs_root else None}
         if self.engine is not None:
             info = self.engine.info()
             return contract.event("ready", versions=info.get("versions"), device=info.get("device"),
@@ -201,9 +205,16 @@ class Worker:
         job.lock.release()
         self.emit(contract.event("cancelled", id=job_id, resumable=job.jd.has_checkpoint(), reason="cancel"))
 
+    def op_transfer(self, cmd) -> None:  # put, fetch, files (service/transfer.py): answered in order
+        self.emit(transfer.answer(self.jobs_root, cmd))
+
+    op_put = op_fetch = op_files = op_transfer
+
     def op_submit(self, cmd) -> None:
         if self.stopping:
             raise BusyError("the worker is shutting down", hint="start a new worker and submit again")
+        if self.jobs_root is not None:
+            cmd = self.jobs_root.confine_submit(cmd)
         job_id = cmd.get("id") or f"job-{uuid.uuid4().hex[:10]}"
         jd = JobDir(cmd["job_dir"])
         with self._cv:
@@ -372,6 +383,8 @@ def main(args) -> int:
     """Entry of `serve --stdio`. Exits the process with os._exit: the reader thread may sit in a blocking read,
     and interpreter shutdown with a daemon thread holding a buffered stream's lock can abort."""
     proto_in, proto_out = claim_stdio()
+    if getattr(args, "jobs_root", None) and not args.log_dir:  # a confined worker writes nothing elsewhere
+        args.log_dir = os.path.join(os.path.expanduser(args.jobs_root), "logs")
     args.log_dir_resolved = logs.setup(args.log_dir)
     resolved = settings.resolve(engine_settings_from_args(args))
     args.device, args.dtype, args.memory_mode = resolved.device, resolved.dtype, resolved.memory_mode
