@@ -1,12 +1,14 @@
-"""Add-on preferences: this machine's settings (backend Python, checkpoints, engine settings, jobs folder).
+"""Add-on preferences: this machine's settings (backend Python, checkpoints, engine settings, jobs folder; or a
+remote backend over SSH, `ui/remote_props.py`).
 
 A top-level module that imports only bpy and the bpy-free core, so operators/ and ui/ can both use `prefs()`
 without importing each other. The engine settings' choices come from the contract.
 """
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, PointerProperty, StringProperty
 
 from .blender_addon import contract, install
+from .ui import remote_props
 from .ui.layout import multiline
 
 ADDON_ID = __package__  # "bl_ext.<repository>.stableavatar" when installed as an extension
@@ -40,6 +42,7 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
                              description="Where job folders (audio, still, frames) go "
                                          "(empty: the extension's user folder)")
     backend_report: StringProperty(name="Backend report")
+    remote: PointerProperty(type=remote_props.STABLEAVATAR_PG_remote)
 
     def engine_settings(self, checkpoints: str) -> contract.EngineSettings:
         return contract.EngineSettings(checkpoints=checkpoints, device=self.device,
@@ -51,14 +54,21 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
 
 
 def draw_preferences(p, layout):
+    layout.row().prop(p.remote, "backend", expand=True)
     col = layout.column()
-    for name in ("python", "checkpoints", "device", "dtype", "memory_mode", "jobs_dir"):
+    local = p.remote.backend == "LOCAL"
+    if not local:
+        remote_props.draw(p.remote, col)
+    for name in (("python", "checkpoints") if local else ()) + ("device", "dtype", "memory_mode", "jobs_dir"):
         col.prop(p, name)
     row = layout.row()
     row.operator("stableavatar.check_backend", icon="CHECKMARK")
     row.operator("stableavatar.stop_backend", icon="CANCEL")
     if p.backend_report:
         multiline(layout.box(), p.backend_report, 100)
+    if not local:
+        remote_props.draw_setup(layout)
+        return
     box = layout.box()
     box.label(text="Setup (downloads; needs online access)", icon="URL")
     if not bpy.app.online_access:
@@ -72,4 +82,4 @@ def draw_preferences(p, layout):
     box.operator("stableavatar.download_weights", icon="IMPORT")
 
 
-classes = (STABLEAVATAR_AP_preferences,)
+classes = remote_props.classes + (STABLEAVATAR_AP_preferences,)

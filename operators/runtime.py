@@ -82,21 +82,37 @@ def log_path() -> str:
 def ensure_client() -> BackendClient:
     """The running backend, started on first use from the preferences (and restarted when they changed,
     once it has no jobs)."""
-    argv = _argv_from_prefs()
+    argv, start = _backend_from_prefs()
     client = SESSION.client
     if client is not None and client.alive:
         if client.argv == argv or SESSION.sent:
             return client
         stop_backend(settle=False)  # idle, and the preferences changed: start over with the new ones
     elif client is not None:  # died and its exit event not handled yet: settle its jobs first
-        _backend_exited({"returncode": client.proc.returncode,
+        _backend_exited({"returncode": client.returncode,
                          "log_tail": tail(log_path(), start=client.log_start)})
-    SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
+    SESSION.client = start()
     SESSION.sent = set()
     SESSION.info = None
     SESSION.last_error = ""
     ensure_timer()
     return SESSION.client
+
+
+def _backend_from_prefs():
+    """(argv, start) of the backend the preferences describe: a local subprocess, or a remote one over SSH
+    (blender_addon/remote.py: the same interface, with file transfer and reconnects behind it)."""
+    p = prefs()
+    if p.remote.backend == "REMOTE":
+        config = p.remote.config()
+        problems = config.problems()
+        if problems:
+            raise BackendConfigError("; ".join(problems) + ": set the remote backend in Preferences > Add-ons > "
+                                     "StableAvatar")
+        backend = config.backend(p.engine_settings(""), log_path(), SESSION.events)
+        return backend.argv, backend.start
+    argv = _argv_from_prefs()
+    return argv, lambda: BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
 
 
 def _argv_from_prefs() -> list[str]:
@@ -120,7 +136,7 @@ def stop_backend(timeout: float = 5.0, settle: bool = True):
         return
     client.stop(timeout)
     if settle:
-        _backend_exited({"returncode": client.proc.returncode, "log_tail": ""})
+        _backend_exited({"returncode": client.returncode, "log_tail": ""})
     SESSION.client, SESSION.sent = None, set()
 
 
@@ -228,6 +244,12 @@ def _handle(event: dict):
     if kind == "exit":
         _backend_exited(event)
         return
+    if kind == "connection":  # a remote backend lost its connection and reconnects (or is back)
+        _report(event.get("message", ""))
+        for _, job in iter_jobs():
+            if job.job_id in SESSION.sent:
+                rows.connection_note(job, event.get("message", ""))
+        return
     if kind == "log":
         return  # a line that is not protocol (already in the backend log)
     job_id = event.get("id")
@@ -257,9 +279,12 @@ def _backend_exited(event: dict):
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
     log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + str(event.get("log_tail") or "")
+    reason, hint = event.get("message") or "", event.get("hint") or ""
+    if reason:  # a remote backend that could not connect says why in one line
+        _report(f"{reason}\nhint: {hint}")
     for scene, job in iter_jobs():
         if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit,
-                                                       ready=ready):
+                                                       ready=ready, reason=reason, hint=hint):
             submit(job)
 
 

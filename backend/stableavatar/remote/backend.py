@@ -11,6 +11,7 @@ While reconnecting it posts `{"type": "connection", "state": "reconnecting" | "c
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import subprocess
 import threading
@@ -42,6 +43,7 @@ class RemoteBackend:
         self.links = 0                               # connections made: the first, then reconnects
         self.info: dict | None = None                # the last `ready`
         self.returncode: int | None = None
+        self.log_start = 0
         self.bytes = {"up": 0, "down": 0}            # file bytes moved
         self.ready = False
         self._refused: ssh.Failure | None = None     # the worker answered, but cannot serve remotely
@@ -54,6 +56,10 @@ class RemoteBackend:
 
     # ---- the backend interface ----------------------------------------------------------------------------
     def start(self) -> "RemoteBackend":
+        try:  # where this backend's part of the (appended) log begins, as for a local one
+            self.log_start = os.path.getsize(self.log_path)
+        except OSError:
+            self.log_start = 0
         self._connect()
         threading.Thread(target=self._drive, name="stableavatar-remote", daemon=True).start()
         return self
