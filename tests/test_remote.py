@@ -218,3 +218,17 @@ def test_rows_show_a_remote_failure_and_connection_news():
     assert row.message.startswith("the SSH connection to gpu dropped")
     assert not rows.backend_stopped(row, 255, "", "", False, reason="gpu refused the SSH key", hint="add the key")
     assert row.status == rows.ERROR and row.message == "gpu refused the SSH key" and "hint: add the key" in row.error_text
+
+
+def test_a_missing_ssh_program_is_one_line_not_a_crash(tmp_path):
+    import queue
+    cfg = RemoteConfig(host="gpu")
+    events: queue.Queue = queue.Queue()
+    backend = cfg.backend(contract.EngineSettings(), str(tmp_path / "log"), events)
+    backend.argv = [str(tmp_path / "no-such-ssh")] + backend.argv[1:]
+    backend.start()
+    backend.submit("j", str(tmp_path / "job"), image=str(tmp_path / "a.png"), audio=str(tmp_path / "a.wav"))
+    ev = events.get(timeout=10)
+    assert ev["type"] == "exit" and "ssh could not be started" in ev["message"] and ev["hint"]
+    backend.stop(1.0)
+    assert not backend.alive

@@ -151,7 +151,11 @@ class RemoteBackend:
     # ---- the driver ---------------------------------------------------------------------------------------
     def _connect(self):
         self.ready, self._outstanding, self.links = False, 0, self.links + 1
-        self.link = Link(self.argv, self.log_path, self.inbox).start()
+        self.link = Link(self.argv, self.log_path, self.inbox)
+        try:
+            self.link.start()
+        except OSError as exc:  # no ssh program: the same path as any failed connection
+            self.inbox.put(("exit", self.link, None, f"{self.argv[0]}: {exc.strerror or exc}"))
 
     def _next(self):
         if self._deferred:
@@ -217,7 +221,7 @@ class RemoteBackend:
         self.post(ev)
         if self.links > 1:
             self.post({"type": "connection", "state": "connected", "message": f"reconnected to {self.target.label}"})
-        self.jobs.reconnected()
+        self.jobs.connected()
 
     def _on_exit(self, returncode, stderr: str) -> bool:
         """The connection ended: reconnect (False), or end this backend with an exit event (True)."""

@@ -66,8 +66,8 @@ class Jobs:
         self.ended.discard(job_id)
         return job
 
-    def reconnected(self):
-        """A new connection is ready: every job not finished goes to it again."""
+    def connected(self):
+        """A connection is ready: every job not finished goes to it (submitted before, or waiting for it)."""
         for job in list(self.by_id.values()):
             job.recovering, job.busy_until = job.submitted, time.monotonic() + BUSY_RETRY_S
             self.start(job)

@@ -71,7 +71,11 @@ class Link:
             raw = contract.read_line(self.proc.stdout)
             if raw is None:
                 break
-            if isinstance(raw, contract.LineTooLong) or not raw.strip():
+            if isinstance(raw, contract.LineTooLong):
+                self.inbox.put(("event", self, {"type": "log", "message": f"a line of {raw.size} bytes was dropped",
+                                                "reason": "over the line limit"}))
+                continue
+            if not raw.strip():
                 continue
             self.bytes_in += len(raw) + 1
             try:
@@ -100,7 +104,8 @@ class Link:
     def close_stdin(self):
         with self._lock:
             try:
-                self.proc.stdin.close()
+                if self.proc is not None:
+                    self.proc.stdin.close()
             except OSError:
                 pass
 
@@ -116,6 +121,8 @@ class Link:
             pass
 
     def wait(self, timeout: float) -> bool:
+        if self.proc is None:
+            return True
         try:
             self.proc.wait(timeout)
             return True

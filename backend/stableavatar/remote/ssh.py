@@ -117,6 +117,9 @@ def classify(returncode: int | None, stderr: str, target: SshTarget, command: st
     """What an ended ssh means. was_ready: the remote worker had said `ready` on this connection."""
     host, text = target.label, stderr or ""
     last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+    if returncode is None:  # ssh itself could not be started
+        return Failure("ssh", f"ssh could not be started ({last})", "install the OpenSSH client or put ssh on PATH",
+                       False)
     if returncode is not None and returncode < 0:  # our ssh was killed (by us, the OS, or a test): a cut link
         return Failure("dropped", f"the SSH connection to {host} was cut (ssh ended by signal {-returncode})",
                        "it reconnects by itself; press Retry if it gave up", True)
@@ -142,7 +145,7 @@ def _ssh_failure(kind: str, host: str, t: SshTarget, last: str) -> Failure:
     table = {
         "host_key": (f"the host key of {host} is not known (strict host key checking)",
                      f"connect once in a terminal ({manual}), compare the fingerprint with the GPU machine's and "
-                     f"accept it into {kh}, or set Host keys to Accept New", False),
+                     f"accept it into {kh}, or set Host keys to Accept new (--accept-new-host-key)", False),
         "host_key_changed": (f"the host key of {host} has CHANGED since it was stored in {kh}",
                              "this can be an attack; if the machine was reinstalled, remove the old key with "
                              f"ssh-keygen -R and connect once with {manual}", False),
