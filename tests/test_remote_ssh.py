@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEDIA, REPO, TINY
+from conftest import MEDIA, REPO
+from stableavatar import contract
 from sshd_server import Sshd
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,7 +68,7 @@ def test_setup_failures_end_in_one_clear_line_within_seconds(sshd, tmp_path, cas
     t0 = time.monotonic()
     out = remote(sshd, "check", jobs_root=tmp_path / "jobs", **changes(sshd))
     elapsed = time.monotonic() - t0
-    assert out.returncode == 6, (out.returncode, out.stderr)  # the `connection` category
+    assert out.returncode == contract.CATEGORIES["connection"].exit_code, (out.returncode, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), out.stderr
     assert fragment in lines[0], lines

@@ -3,7 +3,7 @@
 The same client as the add-on's (stableavatar/remote/): `check` connects and prints what the remote worker
 reports as one JSON line; `submit` sends one job (inputs up), and brings frames, video and manifest back into
 --out as they are made, reconnecting when the connection drops. Without --image/--audio it resumes the job in
---out. Exit status: 0 done, the error category's code otherwise (connection failures: 6), 130 interrupted (the
+--out. Exit status: 0 done, the error category's code otherwise (connection failures: 8), 130 interrupted (the
 remote job is checkpointed; run the same command without --image/--audio to continue).
 """
 from __future__ import annotations

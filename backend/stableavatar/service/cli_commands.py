@@ -44,7 +44,9 @@ def add_commands(subparsers) -> None:
 def run_serve(args) -> int:
     if not args.stdio:
         raise SystemExit("serve: only --stdio is supported (pass --stdio)")
+    from .jobs_root import log_dir
     from .worker import main
+    args.log_dir = log_dir(args)
     return main(args)  # does not return: exits the process
 
 

@@ -58,3 +58,15 @@ class JobsRoot:
 
     def __str__(self) -> str:
         return str(self.path)
+
+
+def from_args(args) -> JobsRoot | None:
+    """The root `serve --jobs-root` names (None: not confined)."""
+    return JobsRoot(args.jobs_root) if getattr(args, "jobs_root", None) else None
+
+
+def log_dir(args) -> str | None:
+    """Where a worker logs: --log-dir, else inside its jobs root when it has one (it writes nothing elsewhere)."""
+    if args.log_dir or not getattr(args, "jobs_root", None):
+        return args.log_dir
+    return os.path.join(os.path.expanduser(args.jobs_root), "logs")

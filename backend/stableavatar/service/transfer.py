@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import re
@@ -56,7 +57,10 @@ def _put(root: JobsRoot, cmd: dict) -> dict:
                                                    size=size, complete=complete)
     if target.is_file() and target.stat().st_size == size and files.sha256(target) == sha:
         return stored(size, True)  # already here: a resumed client asks again
-    with JobLock(JobDir(job).lock_path):  # busy while a job runs there: its inputs stay as they are
+    lock_path = JobDir(job).lock_path
+    # busy while a job runs there (its inputs stay as they are); a folder no job has used yet gets no lock file,
+    # so that before its submit it holds only what this upload wrote (service/jobdir.py check_ours)
+    with JobLock(lock_path) if lock_path.exists() else contextlib.nullcontext():
         partial = target.with_name(f".{target.name}.upload{files.PARTIAL}")
         have = partial.stat().st_size if partial.is_file() else 0
         data = cmd.get("data")

@@ -21,9 +21,8 @@ from ..cli_args import engine_settings_from_args
 from ..contract import ContractError
 from ..errors import BusyError, CancelledError, CheckpointError, StableAvatarError
 from ..job import prepare_job
-from . import admission, logs, runner, transfer
+from . import admission, jobs_root, logs, runner, transfer
 from .jobdir import JobDir, JobLockedError
-from .jobs_root import JobsRoot
 
 log = logging.getLogger("stableavatar.service")
 FAULTS_ENV = "STABLEAVATAR_SERVICE_FAULTS"  # tests only: lets `submit` carry {"fault": "oom@N"}
@@ -48,8 +47,7 @@ class Worker:
         self.stop_reason: str | None = None
         self.engine = None
         self.load_error: BaseException | None = None
-        # remote use: every path a request names must lie under this folder (service/jobs_root.py)
-        self.jobs_root = JobsRoot(args.jobs_root) if getattr(args, "jobs_root", None) else None
+        self.jobs_root = jobs_root.from_args(args)  # remote use: no path outside it (service/jobs_root.py)
 
     # ---- output -------------------------------------------------------------------------------------------
     def emit(self, msg: dict) -> None:
@@ -213,8 +211,7 @@ class Worker:
     def op_submit(self, cmd) -> None:
         if self.stopping:
             raise BusyError("the worker is shutting down", hint="start a new worker and submit again")
-        if self.jobs_root is not None:
-            cmd = self.jobs_root.confine_submit(cmd)
+        cmd = self.jobs_root.confine_submit(cmd) if self.jobs_root else cmd
         job_id = cmd.get("id") or f"job-{uuid.uuid4().hex[:10]}"
         jd = JobDir(cmd["job_dir"])
         with self._cv:
@@ -383,8 +380,6 @@ def main(args) -> int:
     """Entry of `serve --stdio`. Exits the process with os._exit: the reader thread may sit in a blocking read,
     and interpreter shutdown with a daemon thread holding a buffered stream's lock can abort."""
     proto_in, proto_out = claim_stdio()
-    if getattr(args, "jobs_root", None) and not args.log_dir:  # a confined worker writes nothing elsewhere
-        args.log_dir = os.path.join(os.path.expanduser(args.jobs_root), "logs")
     args.log_dir_resolved = logs.setup(args.log_dir)
     resolved = settings.resolve(engine_settings_from_args(args))
     args.device, args.dtype, args.memory_mode = resolved.device, resolved.dtype, resolved.memory_mode
