@@ -1,4 +1,5 @@
-"""Add-on preferences: this machine's settings (backend Python, checkpoints, engine settings, jobs folder).
+"""Add-on preferences: this machine's settings (backend Python, checkpoints, engine settings, jobs folder; or a
+remote backend over SSH, `ui/remote_props.py`).
 
 A top-level module that imports only bpy and the bpy-free core, so operators/ and ui/ can both use `prefs()`
 without importing each other. The engine settings' choices come from the contract.
@@ -6,9 +7,10 @@ without importing each other. The engine settings' choices come from the contrac
 import os
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 from .blender_addon import contract, install, locations
+from .ui import remote_props
 from .ui.layout import multiline
 
 ADDON_ID = __package__  # "bl_ext.<repository>.stableavatar" when installed as an extension
@@ -54,6 +56,7 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
     install_args: StringProperty(name="Extra installer options",
                                  description="Added to `uv pip install` (e.g. --index-url, --find-links, "
                                              "--constraint for a local mirror)")
+    remote: PointerProperty(type=remote_props.STABLEAVATAR_PG_remote)
 
     def engine_settings(self, checkpoints: str) -> contract.EngineSettings:
         return contract.EngineSettings(checkpoints=checkpoints, device=self.device,
@@ -66,8 +69,13 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
 
 def draw_preferences(p, layout):
     from .ui.prefs_install import draw_install, draw_locations
+    layout.row().prop(p.remote, "backend", expand=True)
     col = layout.column()
-    for name in ("python", "checkpoints", "device", "dtype", "memory_mode", "jobs_dir", "idle_release_min"):
+    local = p.remote.backend == "LOCAL"
+    if not local:
+        remote_props.draw(p.remote, col)
+    for name in (("python", "checkpoints") if local else ()) + ("device", "dtype", "memory_mode", "jobs_dir",
+                                                                  "idle_release_min"):
         col.prop(p, name)
     draw_locations(layout)
     row = layout.row()
@@ -75,6 +83,9 @@ def draw_preferences(p, layout):
     row.operator("stableavatar.stop_backend", icon="CANCEL")
     if p.backend_report:
         multiline(layout.box(), p.backend_report, 100)
+    if not local:
+        remote_props.draw_setup(layout)
+        return
     box = layout.box()
     box.label(text="Setup (downloads; needs online access)", icon="URL")
     if not bpy.app.online_access:
@@ -86,4 +97,4 @@ def draw_preferences(p, layout):
     box.operator("stableavatar.download_weights", icon="IMPORT")
 
 
-classes = (STABLEAVATAR_AP_preferences,)
+classes = remote_props.classes + (STABLEAVATAR_AP_preferences,)

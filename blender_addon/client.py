@@ -107,6 +107,10 @@ class BackendClient:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
     def _post(self, event: dict):
         event["_client"] = self.generation
         self.events.put(event)

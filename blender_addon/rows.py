@@ -127,9 +127,11 @@ def apply(row, event: dict, log_path: str = "") -> str | None:
     return None
 
 
-def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool, ready: bool = True) -> bool:
-    """The backend this row's job was sent to exited (`ready`: after it had started). Returns whether the job
-    should be submitted again."""
+def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool, ready: bool = True, reason: str = "",
+                    hint: str = "") -> bool:
+    """The backend this row's job was sent to exited (`ready`: after it had started; `reason`, `hint`: why, when
+    the backend knows it, e.g. a remote one that could not connect). Returns whether the job should be submitted
+    again."""
     if row.status not in ACTIVE:
         return False
     if row.status == CANCELLING:
@@ -137,6 +139,10 @@ def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool, rea
         return False
     if resubmit and ready:
         return True
+    if reason:  # one line from the backend itself (a remote one classifies ssh's failures)
+        set_error(row, reason, hint=hint or "press Retry to resume it from its last step", log_path=log_path,
+                  log_tail=log_tail)
+        return False
     if not ready:  # it never started: say why (from its log), not "press Retry to resume"
         message, hint = startup.exited_before_ready(code, log_tail)
         set_error(row, message, hint=hint, log_path=log_path, log_tail=log_tail)
@@ -144,6 +150,12 @@ def backend_stopped(row, code, log_path: str, log_tail: str, resubmit: bool, rea
     set_error(row, f"the backend stopped (exit code {code}) while this job was {row.status.lower()}",
               hint="press Retry to resume it from its last step", log_path=log_path, log_tail=log_tail)
     return False
+
+
+def connection_note(row, message: str) -> None:
+    """A remote backend's connection news (reconnecting ..., reconnected) on the rows it serves."""
+    if row.status in (QUEUED, RUNNING) and message:
+        row.message = message.splitlines()[0][:300]
 
 
 def version_mismatch(ready: dict, extension_version: str) -> str | None:

@@ -84,7 +84,6 @@ class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
         if not os.path.isfile(python):
             self.report({"ERROR"}, "no backend Python yet: press Install Backend or set Backend Python first")
             return {"CANCELLED"}
-        p = prefs()
         target = runtime.checkpoints_path()  # default: the data folder, shared and kept when the extension goes
         _run_task("download weights", install.download_steps(python, target),
                   os.path.join(runtime.user_dir("logs"), "download.log"))

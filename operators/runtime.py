@@ -90,22 +90,38 @@ def log_path() -> str:
 def ensure_client() -> BackendClient:
     """The running backend, started on first use from the preferences (and restarted when they changed,
     once it has no jobs)."""
-    argv = _argv_from_prefs()
+    argv, start = _backend_from_prefs()
     client = SESSION.client
     if client is not None and client.alive:
         if client.argv == argv or SESSION.sent:
             return client
         stop_backend(settle=False)  # idle, and the preferences changed: start over with the new ones
     elif client is not None:  # died and its exit event not handled yet: settle its jobs first
-        _backend_exited({"returncode": client.proc.returncode,
+        _backend_exited({"returncode": client.returncode,
                          "log_tail": tail(log_path(), start=client.log_start)})
-    SESSION.client = BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
+    SESSION.client = start()
     SESSION.sent = set()
     SESSION.info = None
     SESSION.last_error = ""
     SESSION.started_at = time.monotonic()
     ensure_timer()
     return SESSION.client
+
+
+def _backend_from_prefs():
+    """(argv, start) of the backend the preferences describe: a local subprocess, or a remote one over SSH
+    (blender_addon/remote.py: the same interface, with file transfer and reconnects behind it)."""
+    p = prefs()
+    if p.remote.backend == "REMOTE":
+        config = p.remote.config()
+        problems = config.problems()
+        if problems:
+            raise BackendConfigError("; ".join(problems) + ": set the remote backend in Preferences > Add-ons > "
+                                     "StableAvatar")
+        backend = config.backend(p.engine_settings(""), log_path(), SESSION.events)
+        return backend.argv, backend.start
+    argv = _argv_from_prefs()
+    return argv, lambda: BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
 
 
 def _argv_from_prefs() -> list[str]:
@@ -130,7 +146,7 @@ def stop_backend(timeout: float = 5.0, settle: bool = True):
         return
     client.stop(timeout)
     if settle:
-        _backend_exited({"returncode": client.proc.returncode, "log_tail": ""})
+        _backend_exited({"returncode": client.returncode, "log_tail": ""})
     SESSION.client, SESSION.sent = None, set()
 
 
@@ -249,6 +265,12 @@ def _handle(event: dict):
     if kind == "exit":
         _backend_exited(event)
         return
+    if kind == "connection":  # a remote backend lost its connection and reconnects (or is back)
+        _report(event.get("message", ""))
+        for _, job in iter_jobs():
+            if job.job_id in SESSION.sent:
+                rows.connection_note(job, event.get("message", ""))
+        return
     if kind == "log":
         return  # a line that is not protocol (already in the backend log)
     job_id = event.get("id")
@@ -285,12 +307,15 @@ def _backend_exited(event: dict):
     resubmit = SESSION.resubmit_after_exit
     SESSION.resubmit_after_exit = set()
     log_tail = (SESSION.last_error + "\n" if SESSION.last_error else "") + str(event.get("log_tail") or "")
-    if not ready and (code or 0) > 0 and not SESSION.last_error:  # died starting (a kill gives a negative code): say why there too
+    reason, hint = event.get("message") or "", event.get("hint") or ""
+    if reason:  # a remote backend that could not connect says why in one line
+        _report(f"{reason}\nhint: {hint}")
+    elif not ready and (code or 0) > 0 and not SESSION.last_error:  # died starting (a kill's code is negative)
         message, hint = exited_before_ready(code, str(event.get("log_tail") or ""))
         _report(f"{message}\nhint: {hint}\nlog: {log_path()}")
     for scene, job in iter_jobs():
         if job.job_id in sent and rows.backend_stopped(job, code, log_path(), log_tail, job.job_id in resubmit,
-                                                       ready=ready):
+                                                       ready=ready, reason=reason, hint=hint):
             submit(job)
         elif job.job_id in sent and job.status == rows.ERROR:
             feedback.job_ended(job)

@@ -3,7 +3,6 @@ moved beside it on save, a project folder that moves as a whole, and Blender's o
 update of the extension losing nothing (run in a fresh Blender with the built zip, as a user installs it)."""
 import blender_env  # noqa: F401  (first: points Blender at a temporary user folder before bpy loads)
 import json
-import os
 import shutil
 import subprocess
 import sys

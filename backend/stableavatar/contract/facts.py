@@ -4,6 +4,8 @@ from __future__ import annotations
 
 PROTOCOL = 1
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; anything near this is a client bug, not a job
+# File transfers (put/fetch) carry base64, which grows 4/3: 512 KiB become ~683 KiB, well inside one line.
+TRANSFER_CHUNK_BYTES = 512 * 1024
 
 # ---------------------------------------------------------------------------------------------- model facts
 MODEL_FPS = 25                                     # the model's video rate (official inference.py --fps)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .facts import (COMPAT_MODES, FIT_MODES, GUIDANCE_MODES, MAX_LINE_BYTES, MEMORY_MODE_CHOICES,
-                    OVERLAP_WEIGHTS, PHASES, PROTOCOL, RESOLUTION_MULTIPLE, RESOLUTION_PRESETS)
+                    OVERLAP_WEIGHTS, PHASES, PROTOCOL, RESOLUTION_MULTIPLE, RESOLUTION_PRESETS, TRANSFER_CHUNK_BYTES)
 from .values import PARAMS, ContractError, Spec, is_text, json_repr, json_type
 
 MAX_DEPTH = 32  # nesting of objects and arrays in one line; requests need 3 (a client record a few more)
@@ -55,6 +55,8 @@ def _m(name, doc, *fields):
 
 
 _ID = Field("id", str, "the job id")
+_IN_ROOT = "the job folder: relative to the worker's jobs root, or absolute inside it"
+TRANSFER_OPS = ("put", "fetch", "files")  # answered in the order asked, by `stored`, `chunk`, `files` or `error`
 REQUESTS = dict([
     _m("submit", "queue a job (or resume the one stored in `job_dir`); answered by `accepted` or `error`",
        Field("job_dir", str, "the job folder (created if missing)"),
@@ -72,6 +74,18 @@ REQUESTS = dict([
     _m("shutdown", "checkpoint and cancel every job, answer `bye`, exit 0 (closing stdin or SIGTERM does the same)"),
     _m("release", "free the models' GPU and host memory once no job runs; they load again with the next job; "
                   "answered by `released`"),
+    _m("put", "store part of a job input (workers with a jobs root only); answered by `stored`",
+       Field("job_dir", str, _IN_ROOT), Field("path", str, "`inputs/<file name>`"),
+       Field("size", int, "the whole file's size in bytes"),
+       Field("sha256", str, "the whole file's sha256 (hex), checked when its last byte arrives"),
+       Field("offset", int, "where `data` goes: at most the bytes already held (default 0)", required=False),
+       Field("data", str, f"base64 of at most {TRANSFER_CHUNK_BYTES} bytes; omit it to ask how many bytes are held",
+             required=False)),
+    _m("fetch", "read part of a file of a job folder (workers with a jobs root only); answered by `chunk`",
+       Field("job_dir", str, _IN_ROOT), Field("path", str, "the file inside the job folder, e.g. frames/000000.png"),
+       Field("offset", int, "the first byte wanted (default 0)", required=False)),
+    _m("files", "list a job folder (workers with a jobs root only); answered by `files`",
+       Field("job_dir", str, _IN_ROOT)),
 ])
 
 _JOB_DIR = Field("job_dir", str, "absolute job folder")
@@ -87,6 +101,8 @@ EVENTS = dict([
        Field("capabilities", dict, "protocol, ops, params (name -> type, default, choices, min, max), "
                                    "memory_modes, resolutions, resolution_multiple"),
        Field("limits", dict, "max_line_bytes"),
+       Field("jobs_root", str, "the folder this worker is confined to (serve --jobs-root): every path a request "
+                               "names must lie in it; null: not confined", required=False, nullable=True),
        Field("engine_error", dict, "category, message, hint: only when the models failed to load (the worker still "
                                    "serves and retries on each submit)", required=False)),
     _m("accepted", "a submit was validated and queued; precedes every other event of the job",
@@ -116,7 +132,8 @@ EVENTS = dict([
        Field("ref", str, "the id a failed request named (its job is unaffected)", required=False),
        Field("op", str, "the op answered, for request errors", required=False, nullable=True),
        Field("resumable", bool, "job errors: a checkpoint exists", required=False),
-       Field("suggest", dict, "out_of_memory: memory_mode, width, height that would fit better", required=False)),
+       Field("suggest", dict, "out_of_memory: memory_mode, width, height that would fit better", required=False),
+       Field("path", str, "put/fetch errors: the file the request named", required=False)),
     _m("cancelled", "the job stopped; submit the folder again to continue",
        _ID, Field("resumable", bool, "a checkpoint exists"), Field("reason", str, "cancel or shutdown")),
     _m("status", "answer to status",
@@ -126,6 +143,21 @@ EVENTS = dict([
     _m("released", "the models were dropped and their memory freed (after `release`, or `serve --idle-release`)",
        Field("reason", str, "request or idle"), Field("was_loaded", bool, "models were loaded until now")),
     _m("bye", "the worker exits after this line", Field("reason", str, "shutdown requested, stdin closed, SIGTERM, ...")),
+    _m("stored", "answer to put: how much of the file the worker holds",
+       _JOB_DIR, Field("path", str, "as in the request"),
+       Field("have", int, "bytes held: an interrupted upload continues from here"), Field("size", int, "of the file"),
+       Field("complete", bool, "the whole file arrived, its sha256 matched and it is in place")),
+    _m("chunk", "answer to fetch: bytes of a file",
+       _JOB_DIR, Field("path", str, "as in the request"), Field("offset", int, "where `data` starts"),
+       Field("data", str, "base64 (empty past the end)"), Field("size", int, "the file's size"),
+       Field("sha256", str, "the whole file's sha256; another value than in the previous chunk means the file was "
+                            "replaced meanwhile: fetch it again from 0"),
+       Field("eof", bool, "this chunk ends the file")),
+    _m("files", "answer to files",
+       _JOB_DIR, Field("frames", list, "sizes of frames/000000.png, 000001.png, ... in order, up to the first gap"),
+       Field("other", dict, "every other file (path inside the folder -> size), without temporary files and the lock"),
+       Field("finished", bool, "manifest.json exists: the job is done"),
+       Field("checkpoint_step", int, "completed steps in state.safetensors", nullable=True)),
 ])
 
 

@@ -272,4 +272,7 @@ CATEGORIES = {
                           "kept; free space and run again (a job folder resumes from its last checkpoint)"),
     "cancelled": Category("none", 130, True, "the job was cancelled or interrupted; its checkpoint is kept"),
     "internal": Category("bug", 1, True, "a bug: `traceback` points at the full report"),
+    "connection": Category("environment", 8, True, "the remote backend could not be reached over SSH or the "
+                           "connection dropped; the message says which (host key, key, network, remote command), "
+                           "and a job resumes when the connection is back"),
 }

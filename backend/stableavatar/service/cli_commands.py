@@ -20,6 +20,10 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--idle-release", type=float, default=0.0, metavar="SECONDS",
                    help="free the models' memory after this long without a job (default 0: keep them loaded); "
                         "the next job loads them again")
+    p.add_argument("--jobs-root", metavar="DIR", default=None,
+                   help="confine the worker to DIR (remote use, docs/remote.md): every path a request names must "
+                        "lie under it, relative ones are taken from it, and file transfer (put/fetch/files) is on; "
+                        "logs go to DIR/logs unless --log-dir says otherwise")
     _engine_flags(p, "")
     p.set_defaults(func=run_serve)
     return p
@@ -43,7 +47,9 @@ def add_commands(subparsers) -> None:
 def run_serve(args) -> int:
     if not args.stdio:
         raise SystemExit("serve: only --stdio is supported (pass --stdio)")
+    from .jobs_root import log_dir
     from .worker import main
+    args.log_dir = log_dir(args)
     return main(args)  # does not return: exits the process
 
 

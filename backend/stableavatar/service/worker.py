@@ -22,7 +22,7 @@ from ..cli_args import engine_settings_from_args
 from ..contract import ContractError
 from ..errors import BusyError, CancelledError, StableAvatarError
 from ..job import prepare_job
-from . import admission, logs, runner
+from . import admission, jobs_root, logs, runner, transfer
 from .gpu_release import Releaser
 from .jobdir import JobDir, JobLockedError
 
@@ -50,6 +50,7 @@ class Worker:
         self.engine = None
         self.load_error: BaseException | None = None
         self.releaser = Releaser(getattr(args, "idle_release", 0))
+        self.jobs_root = jobs_root.from_args(args)  # remote use: no path outside it (service/jobs_root.py)
 
     # ---- output -------------------------------------------------------------------------------------------
     def emit(self, msg: dict) -> None:
@@ -108,7 +109,8 @@ class Worker:
     def ready_message(self) -> dict:
         a = self.args
         fields = {"pid": os.getpid(), "capabilities": contract.capabilities(),
-                  "limits": {"max_line_bytes": contract.MAX_LINE_BYTES}}
+                  "limits": {"max_line_bytes": contract.MAX_LINE_BYTES},
+                  "jobs_root": str(self.jobs_root) if self.jobs_root else None}
         if self.engine is not None:
             info = self.engine.info()
             return contract.event("ready", versions=info.get("versions"), device=info.get("device"),
@@ -206,9 +208,15 @@ class Worker:
         job.lock.release()
         self.emit(contract.event("cancelled", id=job_id, resumable=job.jd.has_checkpoint(), reason="cancel"))
 
+    def op_transfer(self, cmd) -> None:  # put, fetch, files (service/transfer.py): answered in order
+        self.emit(transfer.answer(self.jobs_root, cmd))
+
+    op_put = op_fetch = op_files = op_transfer
+
     def op_submit(self, cmd) -> None:
         if self.stopping:
             raise BusyError("the worker is shutting down", hint="start a new worker and submit again")
+        cmd = self.jobs_root.confine_submit(cmd) if self.jobs_root else cmd
         job_id = cmd.get("id") or f"job-{uuid.uuid4().hex[:10]}"
         jd = JobDir(cmd["job_dir"])
         with self._cv:
