@@ -1,4 +1,4 @@
-"""`stableavatar` command line: generate, download, demo, serve, resume."""
+"""`stableavatar` command line: generate, download, demo, serve, resume, farm."""
 from __future__ import annotations
 
 import argparse
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .service import cli_commands
     cli_commands.add_commands(sub)
+    from .farm import cli as farm_cli
+    farm_cli.add_commands(sub)
     return parser
 
 
