@@ -49,7 +49,9 @@ class PathMap:
 def shot_entry(job_id: str, job_dir: str, request: dict, paths: PathMap) -> dict:
     """One SHOTS.json entry (contract.SHOT) from a row's stored request, with node paths."""
     return {"id": job_id, "job_dir": paths.to_node(job_dir), "image": paths.to_node(request["image"]),
-            "audio": paths.to_node(request["audio"]), "params": request.get("params") or {},
+            "audio": paths.to_node(request["audio"]),
+            # as first requested (a seed of -1 stays -1), so a resubmitted folder is the same request and resumes
+            "params": request.get("params_requested", request.get("params")) or {},
             "client": request.get("client")}
 
 

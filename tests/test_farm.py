@@ -229,3 +229,59 @@ def test_submit_returns_at_once_then_status_and_cancel(cluster, clip, tmp_path):
     assert (tmp_path / "long-0" / "state.safetensors").is_file()  # cancelled mid-job: resumable
     r = farm("status", "no-such-batch", address=cluster)
     assert r.returncode == 2 and "no batch 'no-such-batch'" in r.stderr
+
+
+def test_addon_farm_client_sends_rows_and_imports_where_this_machine_sees_them(cluster, clip, tmp_path):
+    """blender_addon/farm.py as Animate Shots uses it: inputs written into job folders under the shared folder
+    (here seen through another path than the nodes use), one batch submitted through the CLI, the rows moved by
+    the streamed events, the done event pointing at frames this machine can read."""
+    import shutil
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(REPO))
+    from blender_addon import farm as addon_farm
+    from blender_addon import rows
+
+    store = tmp_path / "store"  # the shared storage as the nodes mount it
+    store.mkdir()
+    view = tmp_path / "view"    # ... and as this machine sees it
+    view.symlink_to(store)
+    paths = addon_farm.PathMap(str(view), str(store))
+    shots, table = [], {}
+    for job_id, image in (("blender-ok", IMAGE), ("blender-bad", tmp_path / "broken.png")):
+        if job_id == "blender-bad":
+            image.write_bytes(b"\x89PNG broken")
+        inputs = view / job_id / "inputs"
+        inputs.mkdir(parents=True)
+        shutil.copyfile(image, inputs / "reference.png")
+        shutil.copyfile(clip, inputs / "audio.wav")
+        request = {"image": str(inputs / "reference.png"), "audio": str(inputs / "audio.wav"),
+                   "params": {"width": 32, "height": 32, "steps": 2, "seed": 5}, "client": {"scene": "Scene"}}
+        shots.append(addon_farm.shot_entry(job_id, str(view / job_id), request, paths))
+        table[job_id] = SimpleNamespace(status=rows.QUEUED, message="", phase="", fraction=0.0, step=0, steps=0,
+                                        window=0, windows=0, eta_s=-1.0, seed=-1, error_text="")
+    assert shots[0]["job_dir"] == str(store / "blender-ok")
+    events = queue.Queue()
+    python = os.environ.get("STABLEAVATAR_BACKEND_PYTHON", sys.executable)
+    client = addon_farm.FarmClient(python, cluster, list(ENGINE), paths, events, str(view / ".farm"))
+    client.submit(shots)
+    imported, batch = {}, None
+    deadline = time.monotonic() + WAIT
+    try:
+        while any(r.status in rows.ACTIVE for r in table.values()):
+            ev = events.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert ev["_farm"]
+            if ev["type"] == "farm_batch":
+                batch = ev["batch"]
+                continue
+            row = table.get(ev.get("id"))
+            if row is not None and rows.apply(row, ev) == rows.IMPORT:
+                imported[ev["id"]] = ev
+                row.status = rows.IMPORTED
+    finally:
+        client.stop()
+    assert batch and set(imported) == {"blender-ok"}
+    done = imported["blender-ok"]
+    assert done["frames_dir"] == str(view / "blender-ok" / "frames")
+    assert len(list(Path(done["frames_dir"]).glob("*.png"))) == 312
+    assert table["blender-bad"].status == rows.ERROR and "bad_input" in table["blender-bad"].message
