@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MEDIA, REPO, TINY
+from ray_cluster import local_cluster
 
 pytest.importorskip("ray", reason="the farm extra (pip install '.[farm]') is not installed")
 pytestmark = pytest.mark.timeout(600)
@@ -34,60 +34,10 @@ IMAGE = MEDIA / "case-1-reference.png"
 WAIT = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if os.getsid(int(d.name)) == sid:
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local head node with 2 CPU slots and a small object store, in its own session: every process Ray
-    starts (raylet, GCS, workers) shares that session id, which the teardown kills."""
-    port = _free_port()
-    temp = Path(f"/tmp/rsa-{os.getpid()}")  # Ray's socket paths must stay short
-    log = open(tmp_path_factory.mktemp("ray") / "ray.log", "wb")
-    ray_bin = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                             "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-                             "--disable-usage-stats", "--object-store-memory", "80000000", "--temp-dir", str(temp),
-                             "--block"], env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            r = subprocess.run([str(ray_bin), "status", "--address", address], env=ENV, capture_output=True,
-                               text=True, timeout=60)
-            if r.returncode == 0 and "CPU" in r.stdout:
-                break
-            assert head.poll() is None and time.monotonic() < deadline, f"ray did not start: {r.stderr[-2000:]}"
-            time.sleep(1)
+    with local_cluster(sys.executable, tmp_path_factory.mktemp("ray") / "ray.log", ENV) as address:
         yield address
-    finally:
-        head.terminate()
-        try:
-            head.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in _session_pids(head.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        head.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
