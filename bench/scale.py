@@ -6,8 +6,8 @@ window-parallel cost model (docs/scale.md).
 
 Each configuration is its own process with a real multi-rank Engine (followers spawned as with --devices); a
 warm-up job loads every rank's models, then the same job is timed on the warm engine (as in the worker). The
-table shows the job's wall time (encode, denoise, decode, mux), its denoising phase, the speed-up over 1 rank, the speed-up the
-cost model predicts for that job (rounds of windows per step: ceil(W/1) / ceil(W/N)), and whether the frames are
+table shows the job's wall time (encode, denoise, decode, mux), its denoising phase, the speed-up over 1 rank,
+the speed-up the cost model predicts for that job (rounds of windows per step: ceil(W/1) / ceil(W/N)), and whether the frames are
 byte-identical to the 1-rank run. On the CPU every rank gets one thread (OMP_NUM_THREADS=1), so N ranks use N
 cores; a 1-rank row with N threads is printed as the other honest baseline (the same cores, one process).
 
@@ -107,7 +107,8 @@ def projection(args) -> list[str]:
              f"steps; one window step = {flops / 1e12:.0f} TFLOP (3 branches) = {step_window:.2f} s at "
              f"{args.peak_tflops:.0f} TFLOP/s x {args.utilisation:.0%}; exchange {slot_bytes / 2**20:.1f} MiB per "
              f"window per round at {args.link_gbps:.0f} GB/s",
-             f"{'GPUs':>5} {'rounds/step':>12} {'denoise':>10} {'speed-up':>9} {'efficiency':>11} {'exchange/step':>14}"]
+             f"{'GPUs':>5} {'rounds/step':>12} {'denoise':>10} {'speed-up':>9} {'efficiency':>11} "
+             f"{'exchange/step':>14}"]
     base = None
     for n in args.project_gpus:
         r = rounds(win, n)

@@ -111,8 +111,9 @@ def test_shots_on_two_runners_one_killed_mid_denoise_resumes_identically(cluster
     params = {"width": 32, "height": 32, "steps": 20, "seed": 7}
     bad_image = tmp_path / "not-an-image.png"
     bad_image.write_text("this is not a PNG")
-    shots = [{"id": "twin-a", "job_dir": str(tmp_path / "a"), "image": str(IMAGE), "audio": str(clip), "params": params},
-             {"id": "twin-b", "job_dir": str(tmp_path / "b"), "image": str(IMAGE), "audio": str(clip), "params": params},
+    twin = {"image": str(IMAGE), "audio": str(clip), "params": params}
+    shots = [{"id": "twin-a", "job_dir": str(tmp_path / "a"), **twin},
+             {"id": "twin-b", "job_dir": str(tmp_path / "b"), **twin},
              {"id": "other", "job_dir": str(tmp_path / "c"), "image": str(IMAGE), "audio": str(clip),
               "params": {**params, "steps": 2, "seed": 3}},
              {"id": "bad", "job_dir": str(tmp_path / "bad"), "image": str(bad_image), "audio": str(clip),

@@ -94,6 +94,7 @@ class Ranks:
         ranks = cls(0, n, 0, rank_device(device, 0), store, followers=followers, spawn_argv=follower_argv)
         atexit.register(ranks.close)
         try:
+            ranks._await_followers()
             ranks._init_group()
         except BaseException:
             ranks.close()
@@ -101,11 +102,30 @@ class Ranks:
         log.info("rank 0 of %d on %s; followers %s", n, ranks.device, [p.pid for p in followers])
         return ranks
 
+    def _await_followers(self, timeout: float = 300.0) -> None:
+        """Wait until every spawned rank has reached the store: a rank that dies while starting (a broken
+        install, no GPU for it) fails here at once with its exit code instead of at the collective deadline."""
+        deadline = time.monotonic() + timeout
+        for r, p in enumerate(self.followers, start=1):
+            while True:
+                try:
+                    self.store.wait([f"up/{r}"], timedelta(seconds=1))
+                    break
+                except RuntimeError:
+                    pass
+                if p.poll() is not None or time.monotonic() > deadline:
+                    why = (f"exited with code {p.returncode}" if p.poll() is not None
+                           else f"did not start in {timeout:.0f} s")
+                    raise RankLostError(f"rank {r} of {self.world} {why}",
+                                        hint="its error is above in this log; check that every GPU is visible "
+                                             "(CUDA_VISIBLE_DEVICES) or use fewer --devices")
+
     @classmethod
     def join(cls, rank: int, world: int, store_port: int, device: str, host: str = "127.0.0.1") -> "Ranks":
         """A spawned follower joining rank 0's store."""
         store = dist.TCPStore(host, store_port, world, is_master=False, timeout=collective_timeout())
         ranks = cls(rank, world, rank, rank_device(device, rank), store)
+        store.set(f"up/{rank}", "1")
         ranks._init_group()
         return ranks
 
@@ -141,7 +161,9 @@ class Ranks:
         self.__dict__.update(fresh.__dict__)
 
     def ensure(self) -> None:
-        if self.broken:
+        """Before a job: a fresh set of followers if one was lost (in an exchange, or since the last job)."""
+        if self.broken or any(p.poll() is not None for p in self.followers):
+            self.broken = True
             self.restart()
 
     # ---- commands (rank 0 -> the others, through the store) ----------------------------------------------

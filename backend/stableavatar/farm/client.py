@@ -54,8 +54,8 @@ def manager(create: bool):
     try:
         return ray.get_actor(NAME, namespace=NAMESPACE)
     except ValueError:
-        raise UserInputError("no farm is running on this cluster", hint="submit shots first with "
-                                                                        "`stableavatar farm submit SHOTS.json`") from None
+        raise UserInputError("no farm is running on this cluster",
+                             hint="submit shots first with `stableavatar farm submit SHOTS.json`") from None
 
 
 def default_actors(engine_settings: dict, devices_per_shot: int) -> int:
