@@ -7,8 +7,8 @@ window-parallel cost model (docs/scale.md).
 Each configuration is its own process with a real multi-rank Engine (followers spawned as with --devices); a
 warm-up job loads every rank's models, then the same job is timed on the warm engine (as in the worker). The
 table shows the job's wall time (encode, denoise, decode, mux), its denoising phase, the speed-up over 1 rank,
-the speed-up the cost model predicts for that job (rounds of windows per step: ceil(W/1) / ceil(W/N)), and whether the frames are
-byte-identical to the 1-rank run. On the CPU every rank gets one thread (OMP_NUM_THREADS=1), so N ranks use N
+the speed-up the cost model predicts for that job (rounds of windows per step: ceil(W/1) / ceil(W/N)), and
+whether the frames are byte-identical to the 1-rank run. On the CPU every rank gets one thread (OMP_NUM_THREADS=1), so N ranks use N
 cores; a 1-rank row with N threads is printed as the other honest baseline (the same cores, one process).
 
 The projection: one window step costs dit_flops (bench/models.py, 3 guidance branches) / (peak * utilisation);
