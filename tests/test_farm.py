@@ -236,3 +236,18 @@ def test_addon_farm_client_sends_rows_and_imports_where_this_machine_sees_them(c
     assert done["frames_dir"] == str(view / "blender-ok" / "frames")
     assert len(list(Path(done["frames_dir"]).glob("*.png"))) == 312
     assert table["blender-bad"].status == rows.ERROR and "bad_input" in table["blender-bad"].message
+
+
+@pytest.mark.parametrize("case", ["unreachable", "empty", "twice", "no-job-dir"])
+def test_bad_farm_input_gets_one_line_and_a_hint_without_touching_a_cluster(case, tmp_path):
+    shots = {"empty": [], "twice": [{"job_dir": str(tmp_path / "j"), "image": "a.png", "audio": "a.wav"}] * 2,
+             "no-job-dir": [{"image": "a.png", "audio": "a.wav"}],
+             "unreachable": [{"job_dir": str(tmp_path / "j"), "image": "a.png", "audio": "a.wav"}]}[case]
+    (tmp_path / "shots.json").write_text(json.dumps(shots))
+    t0 = time.monotonic()
+    r = farm("submit", tmp_path / "shots.json", address="127.0.0.1:1", timeout=60)  # nothing listens on port 1
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith(("error:", "hint:"))]
+    assert r.returncode == 2 and err[0].startswith("error:") and time.monotonic() - t0 < 30, r.stderr[-2000:]
+    want = {"unreachable": "cannot reach the Ray cluster", "empty": "holds no shots",
+            "twice": "repeats the id or job folder", "no-job-dir": "missing field 'job_dir'"}[case]
+    assert want in err[0], err

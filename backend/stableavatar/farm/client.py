@@ -32,6 +32,8 @@ def connect(address: str | None, local_cpus: int | None = None):
     if address is None and local_cpus is None:
         raise UserInputError("no Ray cluster given", hint="pass --address HOST:PORT (printed by `ray start --head`) "
                                                           "or set RAY_ADDRESS")
+    if address is not None and address != "auto":
+        _reachable(address)
     try:
         if address is None:
             ray.init(num_cpus=local_cpus, **kw)
@@ -42,6 +44,20 @@ def connect(address: str | None, local_cpus: int | None = None):
         raise UserInputError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}",
                              hint="start it with `ray start --head` (docs/scale.md) or fix --address") from None
     return ray
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """ray.init retries an unreachable head for minutes: check the address first, with a deadline."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})",
+                             hint="start it with `ray start --head` (docs/scale.md), or fix --address "
+                                  "(HOST:PORT, the port `ray start --head` printed)") from None
 
 
 def manager(create: bool):
