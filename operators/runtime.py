@@ -315,6 +315,8 @@ def tick() -> float | None:
                 except queue.Empty:
                     break
             handled += 1
+            _guarded(_handle, event)
+        _guarded(_enforce_cancel_deadlines)
         if farm_runtime.FARM.pending:  # the rows queued for the farm since the last tick, as one batch
             _guarded(farm_runtime.flush, SESSION.events, backend_python(), find_job)
     finally:

@@ -12,7 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+# A loopback test cluster without Ray's token authentication: Ray turns it on by itself when a token file exists
+# in ~/.ray (any earlier local `ray.init` writes one), and then its own `ray status` is refused. Every process of
+# the test run (the farm CLI, Blender's farm client) inherits the setting through os.environ.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
 
 
 def has_ray(python: str) -> bool:
@@ -42,6 +45,7 @@ def _session_pids(sid: int) -> list[int]:
 def local_cluster(python: str, log_path: Path, env: dict | None = None):
     """Yields the head's address HOST:PORT. `python` must have ray; its workers import stableavatar from it
     (or from PYTHONPATH in `env`)."""
+    os.environ.update({k: v for k, v in RAY_ENV.items() if k == "RAY_AUTH_MODE"})
     env = {**(env or os.environ), **RAY_ENV}
     port = _free_port()
     temp = f"/tmp/rsa-{os.getpid()}-{port}"  # Ray's socket paths must stay short

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 
 from conftest import MEDIA, REPO, TINY
-from ray_cluster import local_cluster
+from ray_cluster import RAY_ENV, local_cluster
 
 pytest.importorskip("ray", reason="the farm extra (pip install '.[farm]') is not installed")
 pytestmark = pytest.mark.timeout(600)
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+ENV = {**os.environ, **RAY_ENV,
        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "backend"), os.environ.get("PYTHONPATH")]))}
 IMAGE = MEDIA / "case-1-reference.png"
 WAIT = 240

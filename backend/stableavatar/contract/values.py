@@ -272,7 +272,7 @@ CATEGORIES = {
     "disk_full": Category("resources", 7, True, "no space left on the drive (or quota): what was written so far is "
                           "kept; free space and run again (a job folder resumes from its last checkpoint)"),
     "cancelled": Category("none", 130, True, "the job was cancelled or interrupted; its checkpoint is kept"),
-    "device_lost": Category("environment", 6, True, "a device (rank) of a multi-device job stopped; the job's "
+    "device_lost": Category("environment", 8, True, "a device (rank) of a multi-device job stopped; the job's "
                             "checkpoint is kept and submitting it again continues on a fresh set of ranks"),
     "internal": Category("bug", 1, True, "a bug: `traceback` points at the full report"),
 }

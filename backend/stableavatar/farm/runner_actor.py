@@ -48,6 +48,7 @@ class ShotRunner:
 
     def run(self, shot: dict) -> dict:
         """Run one shot (contract.SHOT) to its terminal event: done, error or cancelled (with the shot's id)."""
+        from ..job import prepare_job
         from ..service import admission, logs, runner
         from ..service.jobdir import JobDir
 
@@ -68,15 +69,16 @@ class ShotRunner:
             engine = self._engine()
             sub = admission.read_submit({k: shot.get(k) for k in ("image", "audio", "params", "client")}, jd,
                                         shot_id)
+            prepared = prepare_job(sub.image, sub.audio, sub.params)  # the worker's admission, step for step
+            jd.check_ours(sub.image, sub.audio)  # never write into a folder holding files that are not ours
             with jd.lock():
                 req, resumed = jd.prepare_request(sub.image, sub.audio, sub.params.to_dict(), shot_id,
                                                   self.settings.to_dict(), client=sub.client,
                                                   requested=sub.requested)
+                if resumed:
+                    admission.check_checkpoint(jd, req, jd.checkpoint_meta(), engine.fingerprint(prepared),
+                                               engine.fingerprint_parts(prepared))
                 with logs.job_log(jd.log):
-                    if resumed:
-                        from ..job import prepare_job
-                        fingerprint = engine.fingerprint(prepare_job(sub.image, sub.audio, sub.params))
-                        admission.check_checkpoint(jd, req, jd.checkpoint_meta(), fingerprint)
                     result = runner.run(engine, jd, req, emit, should_cancel)
             return runner.done_message(shot_id, jd, result)
         except CancelledError:
