@@ -27,7 +27,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[test]' bpy==5.0.1
+	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[test,farm]' bpy==5.0.1
 	touch $@
 
 $(BPY45)/.installed:

@@ -7,9 +7,9 @@ without importing each other. The engine settings' choices come from the contrac
 import os
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .blender_addon import contract, install, locations
+from .blender_addon import contract, farm, install, locations
 from .ui import remote_props
 from .ui.layout import multiline
 
@@ -57,11 +57,34 @@ class STABLEAVATAR_AP_preferences(bpy.types.AddonPreferences):
                                  description="Added to `uv pip install` (e.g. --index-url, --find-links, "
                                              "--constraint for a local mirror)")
     remote: PointerProperty(type=remote_props.STABLEAVATAR_PG_remote)
+    devices: IntProperty(name="GPUs per job", min=1, max=contract.ENGINE_SETTINGS["devices"].max,
+                         default=contract.ENGINE_SETTINGS["devices"].default,
+                         description=contract.ENGINE_SETTINGS["devices"].help)
+    backend_report: StringProperty(name="Backend report")
+    # the shot farm (docs/scale.md): a Ray cluster reached through the backend's `stableavatar farm` commands
+    use_farm: BoolProperty(name="Send jobs to the farm", description="Run jobs on the Ray cluster below instead of "
+                                                                     "the local backend")
+    farm_address: StringProperty(name="Farm address", description="HOST:PORT of the cluster's head "
+                                                                  "(printed by `ray start --head`)")
+    farm_jobs_root: StringProperty(name="Shared jobs folder", subtype="DIR_PATH",
+                                   description="A folder every node of the cluster sees, as this machine sees it")
+    farm_node_root: StringProperty(name="Same folder on the nodes",
+                                   description="The shared jobs folder's path on the nodes (empty: the same path)")
+    farm_checkpoints: StringProperty(name="Checkpoints on the nodes",
+                                     description="The checkpoint folder as the nodes see it (empty: their "
+                                                 "$STABLEAVATAR_CHECKPOINTS)")
 
     def engine_settings(self, checkpoints: str) -> contract.EngineSettings:
         return contract.EngineSettings(checkpoints=checkpoints, device=self.device,
                                        dtype=None if self.dtype == "AUTO" else self.dtype,
-                                       memory_mode=self.memory_mode)
+                                       memory_mode=self.memory_mode, devices=self.devices)
+
+    def farm_engine_argv(self) -> list[str]:
+        """The engine flags every farm runner gets (paths as the nodes see them)."""
+        return self.engine_settings(self.farm_checkpoints or None).argv()
+
+    def farm_paths(self) -> farm.PathMap:
+        return farm.PathMap(bpy.path.abspath(self.farm_jobs_root), self.farm_node_root)
 
     def draw(self, context):
         draw_preferences(self, self.layout)
@@ -74,10 +97,16 @@ def draw_preferences(p, layout):
     local = p.remote.backend == "LOCAL"
     if not local:
         remote_props.draw(p.remote, col)
-    for name in (("python", "checkpoints") if local else ()) + ("device", "dtype", "memory_mode", "jobs_dir",
-                                                                  "idle_release_min"):
+    for name in (("python", "checkpoints") if local else ()) + ("device", "dtype", "memory_mode", "devices",
+                                                                  "jobs_dir", "idle_release_min"):
         col.prop(p, name)
     draw_locations(layout)
+    box = layout.box()
+    box.prop(p, "use_farm")
+    for name in ("farm_address", "farm_jobs_root", "farm_node_root", "farm_checkpoints"):
+        row = box.row()
+        row.active = p.use_farm
+        row.prop(p, name)
     row = layout.row()
     row.operator("stableavatar.check_backend", icon="CHECKMARK")
     row.operator("stableavatar.stop_backend", icon="CANCEL")

@@ -17,7 +17,7 @@ from ..blender_addon import install, install_state, jobs, locations, rows
 from ..blender_addon.client import BackendClient, backend_command, incompatible, known_params, tail
 from ..blender_addon.startup import BackendStartError, exited_before_ready
 from ..preferences import ADDON_ID, EXTENSION_VERSION, prefs
-from . import feedback, paths, timeline, undo_guard
+from . import farm_runtime, feedback, paths, timeline, undo_guard
 
 TICK_BUSY_S = 0.1
 TICK_IDLE_S = 0.5
@@ -63,6 +63,8 @@ def user_dir(*parts: str, create: bool = True) -> str:
 
 
 def jobs_root() -> str:
+    if farm_runtime.enabled() and farm_runtime.jobs_root():
+        return farm_runtime.jobs_root()  # the shared folder every farm node sees
     root = paths.jobs_root()
     os.makedirs(root, exist_ok=True)
     return root
@@ -141,6 +143,8 @@ def _argv_from_prefs() -> list[str]:
 def stop_backend(timeout: float = 5.0, settle: bool = True):
     """Stop the backend. settle: turn its jobs into error rows that Retry resumes (the Stop button);
     unregister/quit leave the rows as they are so the next session re-attaches them."""
+    if not settle:
+        farm_runtime.stop()  # quitting: the farm goes on; the rows keep their batch and follow it next session
     client = SESSION.client
     if client is None:
         return
@@ -170,7 +174,10 @@ def find_job(job_id: str):
 
 def submit(job) -> bool:
     """Send a job row to the backend: its stored request until the backend accepted one, then its folder alone
-    (which resumes from the last checkpoint)."""
+    (which resumes from the last checkpoint). With the farm on, the row goes out with the next batch."""
+    if farm_runtime.enabled():
+        ensure_timer()
+        return farm_runtime.queue(job)
     try:
         client = ensure_client()
     except BackendConfigError as exc:
@@ -200,6 +207,9 @@ def set_request(job, image: str, audio: str, params: dict, placement: jobs.Place
 def cancel(job):
     if job.status not in rows.ACTIVE:
         return
+    if job.farm_batch or farm_runtime.is_pending(job):
+        farm_runtime.cancel(job)
+        return
     client = SESSION.client
     if client is None or not client.alive or job.job_id not in SESSION.sent:
         rows.cancelled(job)
@@ -223,6 +233,9 @@ def reattach():
             timeline.import_result(scene, job)
         elif SESSION.client is not None and SESSION.client.alive and job.job_id in SESSION.sent:
             continue  # the same Blender session: events keep coming for it
+        elif job.farm_batch:
+            farm_runtime.follow(job, SESSION.events, backend_python())
+            ensure_timer()
         elif jobs.read_request(job_dir) or job.pending_request():
             submit(job)
         else:
@@ -243,7 +256,10 @@ def _handle(event: dict):
     if kind == "task":  # install / download progress from the preferences buttons
         _report(event.get("message", ""))
         return
-    if event.get("_client") != (SESSION.client.generation if SESSION.client else None):
+    farm_event = bool(event.get("_farm"))
+    if farm_event and farm_runtime.handle(event, iter_jobs):
+        return
+    if not farm_event and event.get("_client") != (SESSION.client.generation if SESSION.client else None):
         return  # a backend we already gave up on
     if kind == "ready":
         SESSION.info = event
@@ -375,6 +391,8 @@ def tick() -> float | None:
         _guarded(_cold_start)
         _guarded(feedback.poll_tasks)
         _guarded(undo_guard.snapshot)
+        if farm_runtime.FARM.pending:  # the rows queued for the farm since the last tick, as one batch
+            _guarded(farm_runtime.flush, SESSION.events, backend_python(), find_job)
     finally:
         SESSION.in_tick = False
     starting = SESSION.client is not None and SESSION.info is None  # the seconds of the cold start move

@@ -72,6 +72,8 @@ class STABLEAVATAR_PG_job(bpy.types.PropertyGroup):
     result_strip: StringProperty(name="Result strip")
     message: StringProperty(name="Message")
     error_text: StringProperty(name="Error report")
+    farm_batch: StringProperty(name="Farm batch", description="The farm batch the job went out with (empty: the "
+                                                              "local backend)")
     request: StringProperty(name="Request", description="The submit request, kept until the backend accepts it "
                                                         "(then the job folder's job.json is the record)")
 

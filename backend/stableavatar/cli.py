@@ -1,4 +1,4 @@
-"""`stableavatar` command line: generate, download, demo, serve, resume, remote."""
+"""`stableavatar` command line: generate, download, demo, serve, resume, remote, farm."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_commands.add_commands(sub)
     from . import remote_cli
     remote_cli.add_commands(sub)
+    from .farm import cli as farm_cli
+    farm_cli.add_commands(sub)
     return parser
 
 
@@ -66,13 +68,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
-    from . import ownership
+    from . import distributed, ownership
     from .contract import JOB_FILES
     from .engine import Engine
     from .job import prepare_job
     from .service.jobdir import JobLock
     from .writer import check_out_dir, result_names
 
+    es = settings.resolve(engine_settings_from_args(args))
+    if (launched := distributed.launched_world()) and launched[0] > 0:  # torchrun's other ranks follow rank 0
+        from .rank_main import follow
+        return follow(distributed.Ranks.from_launcher(es.device), es)
     # fail on a bad folder or bad input before loading gigabytes of weights (and before creating anything)
     out = check_out_dir(args.out, args.overwrite)
     params = params_from_args(args).with_seed()
@@ -81,14 +87,17 @@ def cmd_generate(args) -> int:
     ownership.check_claim(out, [*result_names(job.num_frames, params.save_latents), lock.path.name])
     if lock.path.is_file() and ownership.inspect(out).owns(lock.path.name):
         lock.acquire()  # a folder of ours another process may be writing: busy now, not after loading
+    engine = None
     try:
-        es = settings.resolve(engine_settings_from_args(args))
-        engine = Engine.load(es.checkpoints, es.transformer, es.device, es.dtype, es.memory_mode)
+        engine = Engine.load(es.checkpoints, es.transformer, es.device, es.dtype, es.memory_mode,
+                             devices=es.devices)
         if engine.tree.tiny:
             warn_tiny(engine.tree.root)
         result = engine.generate(job, out, hooks=TqdmHooks().hooks(), overwrite=args.overwrite, lock=lock)
     finally:
         lock.release()
+        if engine is not None:
+            engine.close()
     print(f"{result.num_frames} frames (seed {params.seed}) -> {result.video}", file=sys.stderr)
     print(result.video)
     return 0

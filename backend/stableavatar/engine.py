@@ -59,6 +59,7 @@ class Engine:
     """Build with `Engine.load`."""
 
     def __init__(self, tree: CheckpointTree, device: str, dtype: str, memory_mode: str, transformer: str | None):
+        self.ranks = None  # distributed.Ranks when one job runs on several devices (rank 0 is this engine)
         self.tree = tree
         self.device = torch.device(device)
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
@@ -75,7 +76,9 @@ class Engine:
     # ------------------------------------------------------------------ models
     @classmethod
     def load(cls, checkpoints=None, transformer=None, device: str = "cuda", dtype: str = "bfloat16",
-             memory_mode: str = "full") -> "Engine":
+             memory_mode: str = "full", devices: int = 1) -> "Engine":
+        """`devices` > 1 (or a launcher's RANK/WORLD_SIZE) makes this engine rank 0 of a group that steps each
+        job's windows in parallel (window_parallel.py)."""
         if device == "cuda" and not torch.cuda.is_available():
             raise UserInputError("--device cuda was requested but no CUDA GPU is visible to PyTorch",
                                  hint="install the CUDA build of torch in the backend venv, or use --device cpu")
@@ -93,7 +96,14 @@ class Engine:
                                           branches=MAX_BRANCHES)
         engine = cls(locate(checkpoints), device, dtype, memory_mode, transformer)
         engine.memory_mode_requested = requested
-        engine._load_resident()
+        engine.ranks = _start_ranks(devices, device, str(engine.tree.root), transformer, dtype, requested)
+        if engine.ranks is not None:
+            engine.device = engine.ranks.device
+        try:
+            engine._load_resident()
+        except BaseException:
+            engine.close()
+            raise
         return engine
 
     def _load_resident(self) -> None:
@@ -152,6 +162,12 @@ class Engine:
         """Whether any model holds memory (False after `release`, until the next job)."""
         return any(m is not None for m in (self._dit, self._vae, self._audio_encoder))
 
+    def close(self) -> None:
+        """Stop the other ranks (multi-device engines); the engine itself stays usable on one device."""
+        if self.ranks is not None:
+            self.ranks.close()
+            self.ranks = None
+
     def release(self) -> None:
         """Drop every model and free their memory; the next job loads what it needs again."""
         self._dit = self._vae = self._audio_encoder = None
@@ -180,7 +196,7 @@ class Engine:
         return {
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             "memory_mode": self.memory_mode, "memory_mode_requested": self.memory_mode_requested,
-            "attention": self.attention,
+            "attention": self.attention, "devices": self.ranks.world if self.ranks else 1,
             # arch: a tiny tree's hyper-parameters (None for real weights): the hashes alone do not say what ran
             "checkpoints": {"root": str(tree.root), "tiny_random_weights": tree.tiny, "arch": tree.arch,
                             "transformer": str(self._dit_path),
@@ -246,9 +262,14 @@ class Engine:
 
             with dit_on_device(dit, self.memory_mode, self.device), attention_context(self.attention):
                 progress.phase("denoise", step=start)
-                latents = sampler.denoise(dit, job, cond, latents, start, device=self.device, model_dtype=self.dtype,
-                                          callback_on_step_end=step_done, should_cancel=hooks.should_cancel,
-                                          on_window_done=progress.window_done)
+                loop = sampler.denoise
+                if self.ranks is not None:
+                    from functools import partial
+                    from .window_parallel import denoise as parallel_denoise
+                    loop = partial(parallel_denoise, self.ranks, attention=self.attention)
+                latents = loop(dit, job, cond, latents, start, device=self.device, model_dtype=self.dtype,
+                               callback_on_step_end=step_done, should_cancel=hooks.should_cancel,
+                               on_window_done=progress.window_done)
             timings["denoise_s"] = time.perf_counter() - t
             del cond
 
@@ -339,3 +360,17 @@ class Engine:
             for w in job.windows:  # wav2vec2 runs once per window, not once per step per window
                 audio.append(self._audio_encoder(window_audio(job.wave, w)).to(self.device, self.dtype))
         return sampler.Conditioning(text, clip, y, audio)
+
+
+def _start_ranks(devices: int, device: str, checkpoints, transformer, dtype: str, memory_mode: str):
+    """Rank 0's group: joined from a launcher's environment, or spawned here for `devices` > 1; else None."""
+    from . import distributed
+    from .contract import EngineSettings
+
+    if distributed.launched_world() is not None:
+        return distributed.Ranks.from_launcher(device)
+    if devices <= 1:
+        return None
+    follower = EngineSettings(checkpoints=checkpoints, transformer=transformer, device=device.split(":")[0],
+                              dtype=dtype, memory_mode=memory_mode)
+    return distributed.Ranks.spawn(devices, device, follower.argv())

@@ -85,6 +85,50 @@ def guided_velocity(dit, z: torch.Tensor, t: torch.Tensor, batch: BranchBatch, m
     return mode.combine(out.float().unbind(0), text_scale, audio_scale)[None]
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """What every window step of a job shares, on the compute device: computed once before the loop."""
+    plan: Branches
+    keep: torch.dtype                  # state_dtype(job)
+    seq_len: int | None
+    dts: torch.Tensor                  # [steps] Euler step sizes
+    ts: torch.Tensor                   # [steps, branches] branch timesteps
+    weights: dict[int, torch.Tensor]   # fusion weights per overlap length
+    fuse_at_step0: bool
+
+
+def step_plan(job: PreparedJob, device: torch.device) -> StepPlan:
+    p, mode = job.params, job.guidance
+    sigmas, timesteps = flow_sigmas(p.steps, p.shift)
+    # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
+    # synchronises the stream (once per step for dt, once per fused window for the weights)
+    dts, ts = step_tensors(sigmas, timesteps, device, mode.num_branches)
+    weights = {n: fusion_weights(n, p.overlap_weights).to(device) for n in {w.fuse for w in job.windows if w.fuse}}
+    return StepPlan(mode.branches(job.compat), state_dtype(job), token_seq_len(job), dts, ts, weights,
+                    job.compat.fuse_at_step0)
+
+
+def window_step(dit, job: PreparedJob, cond: Conditioning, latents: torch.Tensor, win, i: int, sp: StepPlan, *,
+                model_dtype: torch.dtype) -> torch.Tensor:
+    """Window `win`'s stepped latents at step i, before fusion (float32 [1, 16, win.length, h, w]). Reads only
+    `latents`, the state entering step i: every window of a step can run at once (window_parallel.py)."""
+    p = job.params
+    z = latents[:, :, win.start:win.end]
+    batch = branch_batch(cond, sp.plan, cond.audio[win.index], win.length)
+    v = guided_velocity(dit, z, sp.ts[i], batch, job.guidance, p.text_scale, p.audio_scale, model_dtype=model_dtype,
+                        seq_len=sp.seq_len)
+    return z + sp.dts[i] * v  # flow-matching Euler step in float32 (dt as diffusers' scheduler.step)
+
+
+def place_window(pred: torch.Tensor, win, z_next: torch.Tensor, i: int, sp: StepPlan) -> None:
+    """Blend window `win`'s stepped latents into `pred`, the state being built for step i+1. Must run in window
+    order: the overlap blends with `pred`'s copy of the previous window's already fused result."""
+    # official skips the fusion at step 0 (official L758: the later window overwrites the overlap)
+    if win.fuse and (i > 0 or sp.fuse_at_step0):
+        z_next = fuse_window_overlap(z_next, pred[:, :, win.start:win.start + win.fuse], sp.weights[win.fuse])
+    pred[:, :, win.start:win.end] = z_next.to(sp.keep).float()
+
+
 def denoise(dit, job: PreparedJob, cond: Conditioning, latents: torch.Tensor, start_step: int = 0, *,
             device: torch.device, model_dtype: torch.dtype,
             callback_on_step_end: Callable[[int, torch.Tensor], None] | None = None,
@@ -97,29 +141,14 @@ def denoise(dit, job: PreparedJob, cond: Conditioning, latents: torch.Tensor, st
     should_cancel(): polled before every DiT call; True raises CancelledError.
     on_window_done(i, window_index): after each window of step i.
     """
-    p, compat, mode = job.params, job.compat, job.guidance
-    plan = mode.branches(compat)
-    keep = state_dtype(job)
-    seq_len = token_seq_len(job)
-    sigmas, timesteps = flow_sigmas(p.steps, p.shift)
-    # per-step scalars and fusion weights go to the device once: a blocking CPU->GPU copy inside the loop
-    # synchronises the stream (once per step for dt, once per fused window for the weights)
-    dts, ts = step_tensors(sigmas, timesteps, device, mode.num_branches)
-    weights = {n: fusion_weights(n, p.overlap_weights).to(device) for n in {w.fuse for w in job.windows if w.fuse}}
-    for i in range(start_step, p.steps):
+    steps = job.params.steps
+    sp = step_plan(job, device)
+    for i in range(start_step, steps):
         pred = torch.zeros_like(latents)
         for win in job.windows:
             if should_cancel and should_cancel():
-                raise CancelledError("cancelled", hint=f"{i} of {p.steps} steps were completed")
-            z = latents[:, :, win.start:win.end]
-            batch = branch_batch(cond, plan, cond.audio[win.index], win.length)
-            v = guided_velocity(dit, z, ts[i], batch, mode, p.text_scale, p.audio_scale, model_dtype=model_dtype,
-                                seq_len=seq_len)
-            z_next = z + dts[i] * v  # flow-matching Euler step in float32 (dt as diffusers' scheduler.step)
-            # official skips the fusion at step 0 (official L758: the later window overwrites the overlap)
-            if win.fuse and (i > 0 or compat.fuse_at_step0):
-                z_next = fuse_window_overlap(z_next, pred[:, :, win.start:win.start + win.fuse], weights[win.fuse])
-            pred[:, :, win.start:win.end] = z_next.to(keep).float()
+                raise CancelledError("cancelled", hint=f"{i} of {steps} steps were completed")
+            place_window(pred, win, window_step(dit, job, cond, latents, win, i, sp, model_dtype=model_dtype), i, sp)
             if on_window_done:
                 on_window_done(i, win.index)
         latents = pred

@@ -231,6 +231,8 @@ class EngineSettings(_Values):
     dtype: str = param(None, "default: bfloat16 on cuda (as released), float32 on cpu", choices=DTYPES)
     memory_mode: str = param("auto", "; ".join(f"{k} = {v}" for k, v in MEMORY_MODE_HELP.items()),
                              choices=MEMORY_MODE_CHOICES)
+    devices: int = param(1, "devices one job runs on (GPUs; processes on the CPU): its windows are spread over "
+                            "them with the numbers of one device (docs/scale.md)", min=1, max=64)
 
     def argv(self) -> list[str]:
         """These settings as command-line flags (what the add-on appends to `serve --stdio`)."""
@@ -271,6 +273,8 @@ CATEGORIES = {
     "disk_full": Category("resources", 7, True, "no space left on the drive (or quota): what was written so far is "
                           "kept; free space and run again (a job folder resumes from its last checkpoint)"),
     "cancelled": Category("none", 130, True, "the job was cancelled or interrupted; its checkpoint is kept"),
+    "device_lost": Category("environment", 9, True, "a device (rank) of a multi-device job stopped; the job's "
+                            "checkpoint is kept and submitting it again continues on a fresh set of ranks"),
     "internal": Category("bug", 1, True, "a bug: `traceback` points at the full report"),
     "connection": Category("environment", 8, True, "the remote backend could not be reached over SSH or the "
                            "connection dropped; the message says which (host key, key, network, remote command), "

@@ -49,10 +49,13 @@ def main(args) -> int:
             from ..engine import Engine
             engine = Engine.load(engine_settings.checkpoints, transformer=engine_settings.transformer,
                                  device=engine_settings.device, dtype=engine_settings.dtype,
-                                 memory_mode=engine_settings.memory_mode)
-            with logs.job_log(jd.log):
-                result = runner.run(engine, jd, req, emit, lambda: stop[0] is not None,
-                                    checkpoint_interval_s=args.checkpoint_interval)
+                                 memory_mode=engine_settings.memory_mode, devices=engine_settings.devices)
+            try:
+                with logs.job_log(jd.log):
+                    result = runner.run(engine, jd, req, emit, lambda: stop[0] is not None,
+                                        checkpoint_interval_s=args.checkpoint_interval)
+            finally:
+                engine.close()
         done = runner.done_message(req["id"], jd, result)
         if args.json:
             emit(done)

@@ -82,7 +82,7 @@ class Worker:
                  a.dtype, a.memory_mode)
         try:
             self.engine = Engine.load(a.checkpoints, transformer=a.transformer, device=a.device, dtype=a.dtype,
-                                      memory_mode=a.memory_mode)
+                                      memory_mode=a.memory_mode, devices=a.devices or 1)
             self.load_error = None
         except Exception as exc:  # noqa: BLE001 - reported in ready and on every submit, worker keeps serving
             log.error("engine load failed: %s", exc, exc_info=not isinstance(exc, StableAvatarError))
@@ -129,7 +129,8 @@ class Worker:
         if self.engine is not None:
             path = (self.engine.info().get("weights") or {}).get("path") or path
         return {"checkpoints": str(path) if path else None, "transformer": a.transformer, "device": a.device,
-                "dtype": a.dtype, "memory_mode": a.memory_mode}  # as requested: a resume re-resolves "auto"
+                "dtype": a.dtype, "memory_mode": a.memory_mode,  # as requested: a resume re-resolves "auto"
+                "devices": a.devices}
 
     # ---- reader thread ------------------------------------------------------------------------------------
     def reader(self) -> None:
@@ -349,6 +350,8 @@ class Worker:
                 break
             self.run_job(job)
         self.drain()
+        if self.engine is not None:
+            self.engine.close()  # the other ranks of a multi-device engine
         log.info("worker exits (%s)", self.stop_reason)
         self.emit(contract.event("bye", reason=self.stop_reason))
         return 0
