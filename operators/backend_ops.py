@@ -15,7 +15,7 @@ import bpy
 from ..blender_addon import install, rows
 from ..blender_addon.client import clean_env
 from ..preferences import EXTENSION_VERSION, prefs
-from . import runtime
+from . import backend_config, runtime
 
 TASK = {"name": "", "proc": None}  # one install/download at a time
 
@@ -80,13 +80,13 @@ class STABLEAVATAR_OT_download_weights(_ConfirmDownload, bpy.types.Operator):
     def execute(self, context):
         if self.refuse():
             return {"CANCELLED"}
-        python = runtime.backend_python()
+        python = backend_config.backend_python()
         if not os.path.isfile(python):
             self.report({"ERROR"}, "no backend Python yet: press Install Backend or set Backend Python first")
             return {"CANCELLED"}
-        target = runtime.checkpoints_path()  # default: the data folder, shared and kept when the extension goes
+        target = backend_config.checkpoints_path()  # default: the data folder, shared and kept when the extension goes
         _run_task("download weights", install.download_steps(python, target),
-                  os.path.join(runtime.user_dir("logs"), "download.log"))
+                  os.path.join(backend_config.user_dir("logs"), "download.log"))
         self.report({"INFO"}, f"downloading weights to {target} in the background")
         return {"FINISHED"}
 
@@ -100,7 +100,7 @@ class STABLEAVATAR_OT_check_backend(bpy.types.Operator):
         running = runtime.SESSION.client is not None and runtime.SESSION.client.alive
         try:
             runtime.ensure_client()
-        except runtime.BackendConfigError as exc:
+        except backend_config.BackendConfigError as exc:
             prefs().backend_report = str(exc)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -13,19 +13,16 @@ import time
 
 import bpy
 
-from ..blender_addon import install, install_state, jobs, locations, rows
-from ..blender_addon.client import BackendClient, backend_command, incompatible, known_params, tail
+from ..blender_addon import install_state, jobs, rows
+from ..blender_addon.client import BackendClient, incompatible, known_params, tail
 from ..blender_addon.startup import BackendStartError, exited_before_ready
-from ..preferences import ADDON_ID, EXTENSION_VERSION, prefs
+from ..preferences import EXTENSION_VERSION, prefs
 from . import farm_runtime, feedback, paths, timeline, undo_guard
+from .backend_config import BackendConfigError, backend_from_prefs, backend_python, log_path
 
 TICK_BUSY_S = 0.1
 TICK_IDLE_S = 0.5
 CANCEL_GRACE_S = 20.0  # protocol: cancel lands within one denoising step; then kill
-
-
-class BackendConfigError(Exception):
-    pass
 
 
 class Session:
@@ -58,10 +55,6 @@ SESSION = Session()
 
 # ---------------------------------------------------------------- paths and backend start
 
-def user_dir(*parts: str, create: bool = True) -> str:
-    return bpy.utils.extension_path_user(ADDON_ID, path=os.path.join(*parts) if parts else "", create=create)
-
-
 def jobs_root() -> str:
     if farm_runtime.enabled() and farm_runtime.jobs_root():
         return farm_runtime.jobs_root()  # the shared folder every farm node sees
@@ -70,29 +63,10 @@ def jobs_root() -> str:
     return root
 
 
-def managed_python() -> str:
-    """The Python of the environment Install Backend made (in the data folder, so it survives the extension)."""
-    return install.current_python(locations.backend_dir())
-
-
-def checkpoints_path() -> str:
-    p = prefs().checkpoints
-    return os.path.normpath(bpy.path.abspath(p)) if p else locations.checkpoints_dir()
-
-
-def backend_python() -> str:
-    p = prefs().python
-    return bpy.path.abspath(p) if p else managed_python()
-
-
-def log_path() -> str:
-    return os.path.join(user_dir("logs"), "backend.log")
-
-
 def ensure_client() -> BackendClient:
     """The running backend, started on first use from the preferences (and restarted when they changed,
     once it has no jobs)."""
-    argv, start = _backend_from_prefs()
+    argv, start = backend_from_prefs(SESSION.events)
     client = SESSION.client
     if client is not None and client.alive:
         if client.argv == argv or SESSION.sent:
@@ -108,36 +82,6 @@ def ensure_client() -> BackendClient:
     SESSION.started_at = time.monotonic()
     ensure_timer()
     return SESSION.client
-
-
-def _backend_from_prefs():
-    """(argv, start) of the backend the preferences describe: a local subprocess, or a remote one over SSH
-    (blender_addon/remote.py: the same interface, with file transfer and reconnects behind it)."""
-    p = prefs()
-    if p.remote.backend == "REMOTE":
-        config = p.remote.config()
-        problems = config.problems()
-        if problems:
-            raise BackendConfigError("; ".join(problems) + ": set the remote backend in Preferences > Add-ons > "
-                                     "StableAvatar")
-        backend = config.backend(p.engine_settings(""), log_path(), SESSION.events)
-        return backend.argv, backend.start
-    argv = _argv_from_prefs()
-    return argv, lambda: BackendClient(argv, log_path(), SESSION.events, cwd=user_dir()).start()
-
-
-def _argv_from_prefs() -> list[str]:
-    p = prefs()
-    python = backend_python()
-    if not os.path.isfile(python):
-        raise BackendConfigError(f"backend Python not found: {python!r}. Set Preferences > Add-ons > "
-                                 "StableAvatar > Backend Python, or press Install Backend")
-    checkpoints = checkpoints_path()
-    if not os.path.isdir(checkpoints):
-        raise BackendConfigError(f"checkpoints folder not found: {checkpoints!r}. Set it in the preferences, "
-                                 "or press Download Weights")
-    argv = backend_command(python, p.engine_settings(checkpoints), user_dir("logs"))
-    return argv + (["--idle-release", str(int(p.idle_release_min * 60))] if p.idle_release_min > 0 else [])
 
 
 def stop_backend(timeout: float = 5.0, settle: bool = True):

@@ -23,6 +23,7 @@ from ..contract import ContractError
 from ..errors import BusyError, CancelledError, StableAvatarError
 from ..job import prepare_job
 from . import admission, jobs_root, logs, runner, transfer
+from .stdio import claim_stdio
 from .gpu_release import Releaser
 from .jobdir import JobDir, JobLockedError
 
@@ -372,20 +373,6 @@ def _cmd_id(cmd) -> str | None:
     """The job a failed request decides: only a submit's own id (a failed cancel leaves its job alone)."""
     ok = isinstance(cmd, dict) and cmd.get("op") == "submit" and isinstance(cmd.get("id"), str)
     return cmd["id"] if ok else None
-
-
-def claim_stdio():
-    """Take private copies of stdin/stdout for the protocol, then point fds 0/1 at devnull/stderr so that no
-    print(), C library or child process (ffmpeg) can read protocol input or write into protocol output."""
-    proto_in = os.fdopen(os.dup(0), "rb")
-    proto_out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    sys.stdout.flush()
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return proto_in, proto_out
 
 
 def main(args) -> int:
