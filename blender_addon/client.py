@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 
 from . import contract
@@ -44,13 +42,6 @@ def known_params(params: dict, ready: dict | None) -> dict:
     return params if not isinstance(known, dict) else {k: v for k, v in params.items() if k in known}
 
 
-def clean_env() -> dict:
-    """Blender's own PYTHONHOME/PYTHONPATH would make the backend venv import Blender's stdlib."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def tail(path: str, limit: int = 4000, start: int = 0) -> str:
     """The end of a log file, from byte `start` on (what one backend process wrote into a shared log)."""
     try:
@@ -62,7 +53,7 @@ def tail(path: str, limit: int = 4000, start: int = 0) -> str:
         return ""
 
 
-class BackendClient:
+class BackendClient(contract.ChildProcess):
     """One running `stableavatar serve --stdio`. Events land on `events` as dicts with `_client` set."""
 
     def __init__(self, argv: list[str], log_path: str, events: queue.Queue, cwd: str | None = None):
@@ -84,32 +75,15 @@ class BackendClient:
         except OSError as exc:
             raise BackendStartError(f"cannot write the backend log {self.log_path}: {exc.strerror or exc}",
                                     "check that the add-on's user folder is writable") from None
-        kwargs = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True  # so a kill takes the backend's helpers with it
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         cwd=self.cwd, env=clean_env(), **kwargs)
+                                         cwd=self.cwd, env=contract.clean_env(), **contract.detached())
         except OSError as exc:  # not executable, not a program, missing interpreter
             raise start_error(self.argv[0], exc) from None
         finally:
             log.close()
         threading.Thread(target=self._read, name="stableavatar-backend-reader", daemon=True).start()
         return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode if self.proc else None
 
     def _post(self, event: dict):
         event["_client"] = self.generation
@@ -151,18 +125,6 @@ class BackendClient:
 
     def cancel(self, job_id: str) -> bool:
         return self.send("cancel", id=job_id)
-
-    def kill(self):
-        """Hard stop of the whole process group (cancel that did not answer, unregister)."""
-        if not self.alive:
-            return
-        try:
-            if sys.platform == "win32":
-                self.proc.kill()
-            else:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def stop(self, timeout: float = 5.0):
         """Ask politely (shutdown checkpoints the running job so it can resume), then kill."""

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from .client import clean_env
+from . import contract
 
 SUBMIT_TIMEOUT_S = 180.0   # connecting to the cluster + creating runners
 CANCEL_TIMEOUT_S = 90.0
@@ -102,7 +102,7 @@ class FarmClient:
         def run():
             try:
                 r = subprocess.run(self._cmd("submit", self.paths.to_node(path), *self.engine_argv),
-                                   capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S, env=clean_env())
+                                   capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S, env=contract.clean_env())
             except (OSError, subprocess.TimeoutExpired) as exc:
                 self._fail(ids, f"farm submit failed: {exc}")
                 return
@@ -124,7 +124,7 @@ class FarmClient:
         if batch in self.followers and self.followers[batch].poll() is None:
             return
         proc = subprocess.Popen(self._cmd("status", batch, "--follow"), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=clean_env())
+                                stderr=subprocess.DEVNULL, text=True, env=contract.clean_env())
         self.followers[batch] = proc
 
         def read():
@@ -144,7 +144,7 @@ class FarmClient:
         def run():
             try:
                 subprocess.run(self._cmd("cancel", "--shot", job_id), capture_output=True, timeout=CANCEL_TIMEOUT_S,
-                               env=clean_env())
+                               env=contract.clean_env())
             except (OSError, subprocess.TimeoutExpired):
                 pass  # the row keeps its deadline; the follower still reports the outcome
 

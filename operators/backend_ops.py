@@ -12,8 +12,7 @@ import threading
 
 import bpy
 
-from ..blender_addon import install, rows
-from ..blender_addon.client import clean_env
+from ..blender_addon import contract, install, rows
 from ..preferences import EXTENSION_VERSION, prefs
 from . import backend_config, runtime
 
@@ -35,7 +34,7 @@ def _run_task(name: str, steps: list[list[str]], log: str):
                 out.write(("$ " + " ".join(argv) + "\n").encode())
                 out.flush()
                 try:
-                    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+                    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=contract.clean_env())
                 except OSError as exc:
                     runtime.SESSION.events.put({"type": "task", "message": f"{name} failed: {exc} (log: {log})"})
                     break

@@ -18,8 +18,7 @@ import time
 import bpy
 from bpy.props import BoolProperty
 
-from ..blender_addon import install, locations
-from ..blender_addon.client import clean_env
+from ..blender_addon import contract, install, locations
 from ..blender_addon.install_state import STATE, running
 from ..preferences import EXTENSION_DIR, prefs
 from . import feedback
@@ -48,7 +47,7 @@ def start() -> str | None:
     path = install.write_plan(plan, os.path.join(backend, "plan.json"))
     events = STATE["events"] = queue.Queue()
     proc = subprocess.Popen([sys.executable, INSTALLER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=clean_env(), cwd=backend)
+                            stderr=subprocess.STDOUT, env=contract.clean_env(), cwd=backend)
     STATE.update(proc=proc, phase="starting", package="", percent=0.0, result="", error="", log=plan["log"],
                  t0=time.monotonic(), seconds=0.0)
 

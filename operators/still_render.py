@@ -15,8 +15,8 @@ import time
 
 import bpy
 
-from ..blender_addon import rows
-from ..blender_addon.client import clean_env, tail
+from ..blender_addon import contract, rows
+from ..blender_addon.client import tail
 from . import paths
 
 CHILD_ENV = "STABLEAVATAR_RENDER_CHILD"  # set in the background Blender: the extension stays passive there
@@ -66,12 +66,12 @@ def poll() -> bool:
         return False
     task = _TASKS[0]
     if task["proc"] is None:
-        env = clean_env()
+        env = contract.clean_env()
         env[CHILD_ENV] = "1"
         with open(task["log"], "ab") as log:
             try:
                 task["proc"] = subprocess.Popen(task["cmd"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                stdin=subprocess.DEVNULL, start_new_session=sys.platform != "win32")
+                                                stdin=subprocess.DEVNULL, **contract.detached())
             except OSError as exc:
                 _finish(task, f"could not start a background Blender: {exc}")
                 return True
@@ -87,10 +87,8 @@ def poll() -> bool:
 
 def _finish(task: dict, error: str | None) -> None:
     _TASKS.remove(task)
-    try:
-        os.remove(task["copy"])
-    except OSError:
-        pass
+    # ours, and not part of the job: the backend takes only its own files and the inputs in the job folder
+    _remove(task["copy"], *(() if error else (task["log"],)))
     job = next((j for sc in bpy.data.scenes for j in getattr(getattr(sc, "stableavatar", None), "jobs", ())
                 if j.job_id == task["job_id"]), None)
     if job is None or job.status != rows.PREPARING:
@@ -101,12 +99,22 @@ def _finish(task: dict, error: str | None) -> None:
         task["on_done"](job)
 
 
+def _remove(*paths: str) -> None:
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 def cancel(job_id: str) -> None:
     for task in list(_TASKS):
         if task["job_id"] == job_id:
             if task["proc"] is not None and task["proc"].poll() is None:
                 task["proc"].kill()
+                task["proc"].wait()
             _TASKS.remove(task)
+            _remove(task["copy"], task["log"])
 
 
 def stop_all() -> None:

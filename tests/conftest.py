@@ -33,6 +33,30 @@ def arch() -> dict:
     return json.loads((TINY / "arch.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def speech_12s(tmp_path_factory) -> Path:
+    """12.5 s of the test speech (5 windows at 81 frames, overlap 5), as 16-bit PCM."""
+    import soundfile as sf
+
+    wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
+    path = tmp_path_factory.mktemp("speech") / "speech-12.5s.wav"
+    sf.write(path, wave[: int(12.5 * sr)], sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on a spare local port (tests/sshd_server.py); no sshd is a failure, not a skip."""
+    from sshd_server import Sshd
+
+    try:
+        server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
 def run_cli(*args, timeout=600, env=None):
     """Run the installed CLI the way a user does (a real subprocess)."""
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

@@ -40,16 +40,6 @@ def cluster(tmp_path_factory):
         yield address
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    import soundfile as sf
-
-    wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
-    path = tmp_path_factory.mktemp("farm-audio") / "speech-12.5s.wav"
-    sf.write(path, wave[: int(12.5 * sr)], sr, subtype="PCM_16")
-    return path
-
-
 def farm(*args, address: str, timeout: float = WAIT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stableavatar", "farm", *map(str, args), "--address", address],
                           capture_output=True, text=True, timeout=timeout, env=ENV)
@@ -107,16 +97,16 @@ def test_backend_never_imports_ray_outside_the_farm():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_shots_on_two_runners_one_killed_mid_denoise_resumes_identically(cluster, clip, tmp_path):
+def test_shots_on_two_runners_one_killed_mid_denoise_resumes_identically(cluster, speech_12s, tmp_path):
     params = {"width": 32, "height": 32, "steps": 20, "seed": 7}
     bad_image = tmp_path / "not-an-image.png"
     bad_image.write_text("this is not a PNG")
-    twin = {"image": str(IMAGE), "audio": str(clip), "params": params}
+    twin = {"image": str(IMAGE), "audio": str(speech_12s), "params": params}
     shots = [{"id": "twin-a", "job_dir": str(tmp_path / "a"), **twin},
              {"id": "twin-b", "job_dir": str(tmp_path / "b"), **twin},
-             {"id": "other", "job_dir": str(tmp_path / "c"), "image": str(IMAGE), "audio": str(clip),
+             {"id": "other", "job_dir": str(tmp_path / "c"), "image": str(IMAGE), "audio": str(speech_12s),
               "params": {**params, "steps": 2, "seed": 3}},
-             {"id": "bad", "job_dir": str(tmp_path / "bad"), "image": str(bad_image), "audio": str(clip),
+             {"id": "bad", "job_dir": str(tmp_path / "bad"), "image": str(bad_image), "audio": str(speech_12s),
               "params": params}]
     (tmp_path / "shots.json").write_text(json.dumps(shots))
     run = Lines([sys.executable, "-m", "stableavatar", "farm", "run", str(tmp_path / "shots.json"), "--address",
@@ -146,9 +136,9 @@ def test_shots_on_two_runners_one_killed_mid_denoise_resumes_identically(cluster
     assert {"twin-a", "twin-b", "other"} <= progress
 
 
-def test_submit_returns_at_once_then_status_and_cancel(cluster, clip, tmp_path):
+def test_submit_returns_at_once_then_status_and_cancel(cluster, speech_12s, tmp_path):
     params = {"width": 32, "height": 32, "steps": 200, "seed": 1}
-    shots = [{"id": f"long-{k}", "job_dir": str(tmp_path / f"long-{k}"), "image": str(IMAGE), "audio": str(clip),
+    shots = [{"id": f"long-{k}", "job_dir": str(tmp_path / f"long-{k}"), "image": str(IMAGE), "audio": str(speech_12s),
               "params": params} for k in range(3)]
     (tmp_path / "shots.json").write_text(json.dumps(shots))
     t0 = time.monotonic()
@@ -182,7 +172,7 @@ def test_submit_returns_at_once_then_status_and_cancel(cluster, clip, tmp_path):
     assert r.returncode == 2 and "no batch 'no-such-batch'" in r.stderr
 
 
-def test_addon_farm_client_sends_rows_and_imports_where_this_machine_sees_them(cluster, clip, tmp_path):
+def test_addon_farm_client_sends_rows_and_imports_where_this_machine_sees_them(cluster, speech_12s, tmp_path):
     """blender_addon/farm.py as Animate Shots uses it: inputs written into job folders under the shared folder
     (here seen through another path than the nodes use), one batch submitted through the CLI, the rows moved by
     the streamed events, the done event pointing at frames this machine can read."""
@@ -205,7 +195,7 @@ def test_addon_farm_client_sends_rows_and_imports_where_this_machine_sees_them(c
         inputs = view / job_id / "inputs"
         inputs.mkdir(parents=True)
         shutil.copyfile(image, inputs / "reference.png")
-        shutil.copyfile(clip, inputs / "audio.wav")
+        shutil.copyfile(speech_12s, inputs / "audio.wav")
         request = {"image": str(inputs / "reference.png"), "audio": str(inputs / "audio.wav"),
                    "params": {"width": 32, "height": 32, "steps": 2, "seed": 5}, "client": {"scene": "Scene"}}
         shots.append(addon_farm.shot_entry(job_id, str(view / job_id), request, paths))

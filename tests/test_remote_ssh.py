@@ -23,16 +23,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "backend")
 
 
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    try:
-        server = Sshd(tmp_path_factory.mktemp("sshd")).start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> Path:
     import soundfile as sf
     wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")

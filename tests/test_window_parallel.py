@@ -27,19 +27,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "STABLEAVATAR_COLLECTIVE_TIMEOUT_S"
 IMAGE = MEDIA / "case-1-reference.png"
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    import soundfile as sf
-
-    wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
-    path = tmp_path_factory.mktemp("wp") / "speech-12.5s.wav"
-    sf.write(path, wave[: int(12.5 * sr)], sr, subtype="PCM_16")
-    return path
-
-
-def generate(out: Path, clip: Path, *extra, launcher: list[str] | None = None, steps: int = 2, seed: int = 42):
+def generate(out: Path, audio: Path, *extra, launcher: list[str] | None = None, steps: int = 2, seed: int = 42):
     argv = [*(launcher or [sys.executable]), "-m", "stableavatar", "generate", "--checkpoints", str(TINY),
-            "--image", str(IMAGE), "--audio", str(clip), "--out", str(out), "--resolution", "32x32",
+            "--image", str(IMAGE), "--audio", str(audio), "--out", str(out), "--resolution", "32x32",
             "--steps", str(steps), "--seed", str(seed), "--device", "cpu", "--save-latents", *extra]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=ENV, cwd=str(out.parent))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -72,11 +62,11 @@ def workers(tmp_path_factory):
 
 
 @pytest.mark.parametrize("compat", ["fixed", "official"])
-def test_two_and_three_ranks_give_the_bytes_of_one_process(compat, clip, workers, tmp_path):
+def test_two_and_three_ranks_give_the_bytes_of_one_process(compat, speech_12s, workers, tmp_path):
     params = {"width": 32, "height": 32, "steps": 2, "seed": 42, "compat": compat, "save_latents": True}
     dirs = {n: tmp_path / f"ranks{n}" for n in workers}
     for n, w in workers.items():  # all three run at once
-        submit(w, f"{compat}{n}", dirs[n], clip, params)
+        submit(w, f"{compat}{n}", dirs[n], speech_12s, params)
     for n, w in workers.items():
         assert w.terminal(f"{compat}{n}")[-1]["type"] == "done"
     manifest = json.loads((dirs[1] / "manifest.json").read_text())
@@ -89,10 +79,10 @@ def test_two_and_three_ranks_give_the_bytes_of_one_process(compat, clip, workers
         assert_same_frames(dirs[n], dirs[1])
 
 
-def test_torchrun_ranks_give_the_bytes_of_one_process(clip, workers, tmp_path):
+def test_torchrun_ranks_give_the_bytes_of_one_process(speech_12s, workers, tmp_path):
     one = tmp_path / "one"
-    submit(workers[1], "launcher-ref", one, clip, {"width": 32, "height": 32, "steps": 2, "seed": 42})
-    launched = generate(tmp_path / "torchrun", clip,
+    submit(workers[1], "launcher-ref", one, speech_12s, {"width": 32, "height": 32, "steps": 2, "seed": 42})
+    launched = generate(tmp_path / "torchrun", speech_12s,
                         launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"])
     assert workers[1].terminal("launcher-ref")[-1]["type"] == "done"
     assert json.loads((launched / "manifest.json").read_text())["devices"] == 2
@@ -125,23 +115,23 @@ def _wait_gone(pids: list[int], timeout: float = 30) -> bool:
     return False
 
 
-def test_killed_rank_fails_the_job_cleanly_and_it_resumes_on_n_or_one_rank(clip, workers, tmp_path):
+def test_killed_rank_fails_the_job_cleanly_and_it_resumes_on_n_or_one_rank(speech_12s, workers, tmp_path):
     params = {"width": 32, "height": 32, "steps": 16, "seed": 7}
     reference = tmp_path / "reference"
-    submit(workers[1], "kill-ref", reference, clip, params)
+    submit(workers[1], "kill-ref", reference, speech_12s, params)
     w = workers[2]  # the last test to use it: it ends by killing this worker
     first = _followers(w.proc.pid)
     assert len(first) == 1
 
     # cancel lands within one step on every rank; the job stays resumable
     job = tmp_path / "a"
-    submit(w, "a", job, clip, params)
+    submit(w, "a", job, speech_12s, params)
     w.until(mid_denoise(2))
     w.send({"op": "cancel", "id": "a"})
     assert w.terminal("a")[-1]["type"] == "cancelled"
 
     # the follower rank killed mid-denoise: a clean error, no hang, the checkpoint kept
-    submit(w, "a2", job, clip, params)
+    submit(w, "a2", job, speech_12s, params)
     w.until(mid_denoise(5))
     os.kill(first[0], signal.SIGKILL)
     err = w.terminal("a2", timeout=90)[-1]
@@ -149,7 +139,7 @@ def test_killed_rank_fails_the_job_cleanly_and_it_resumes_on_n_or_one_rank(clip,
     assert "rank 1" in err["message"] and "submit the job again" in err["hint"]
 
     # submitted again: a fresh follower, resumed from the checkpoint on 2 ranks, the uninterrupted bytes
-    accepted = submit(w, "a3", job, clip, params)
+    accepted = submit(w, "a3", job, speech_12s, params)
     assert accepted["resumed"] and accepted["from_step"] >= 5
     assert w.terminal("a3")[-1]["type"] == "done"
     assert workers[1].terminal("kill-ref")[-1]["type"] == "done"
@@ -159,7 +149,7 @@ def test_killed_rank_fails_the_job_cleanly_and_it_resumes_on_n_or_one_rank(clip,
 
     # rank 0 (the worker) killed mid-denoise: its follower exits by itself; resume on one rank
     job_b = tmp_path / "b"
-    submit(w, "b", job_b, clip, params)
+    submit(w, "b", job_b, speech_12s, params)
     w.until(mid_denoise(4))
     w.proc.kill()
     w.proc.wait(30)

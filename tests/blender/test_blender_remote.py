@@ -12,21 +12,11 @@ import bpy
 import pytest
 
 from blender_env import BACKEND_PYTHON, add_voice, compat, prefs, runtime, wait_for
-from sshd_server import Sshd
+from sshd_server import Sshd  # noqa: F401  (the sshd fixture: tests/conftest.py)
 
 from blender_env import addon, scene  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    try:
-        server = Sshd(tmp_path_factory.mktemp("sshd")).start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -66,7 +56,7 @@ def test_remote_job_survives_a_cut_connection_and_imports_transferred_frames(sce
     sc = scene
     st = sc.stableavatar
     st.width = st.height = 64
-    st.steps, st.seed = 12, 7
+    st.steps, st.seed, st.new_seed_per_take = 12, 7, False  # the same take twice
     voice = add_voice(sc, length=100)  # 4 s: 100 frames in two windows
     sc.sequence_editor.active_strip = voice
 

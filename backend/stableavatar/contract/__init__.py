@@ -13,11 +13,12 @@ It is the one home of everything that crosses the process boundary:
 
 The backend imports it as `stableavatar.contract`; the add-on loads this same package (`blender_addon/contract.py`),
 so the two sides cannot drift apart. facts.py: constants; values.py: specs and strict values; messages.py:
-requests, events and framing; farm.py: the shot farm's SHOTS.json and lines. Everything is importable from the package itself. Adding a parameter: see
-README "How to add a generation parameter".
+requests, events and framing; farm.py: the shot farm's SHOTS.json and lines; child.py: how one side starts
+another process. Everything is importable from the package itself. Adding a parameter: see README "How to add a generation parameter".
 """
 from __future__ import annotations
 
+from .child import ChildProcess, clean_env, detached  # noqa: F401
 from .facts import *  # noqa: F401,F403
 from .farm import *  # noqa: F401,F403
 from .messages import *  # noqa: F401,F403

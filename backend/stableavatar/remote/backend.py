@@ -21,7 +21,7 @@ from .. import contract
 from ..contract import TRANSFER_OPS
 from . import ssh
 from .jobs import Jobs
-from .link import Link, clean_env
+from .link import Link
 from .mirror import LinkLost
 
 _generation = itertools.count(1)
@@ -104,7 +104,7 @@ class RemoteBackend:
     def _kill_remote(self, pid: int):
         try:
             subprocess.run(self.target.argv(f"kill -9 {pid}"), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=REMOTE_KILL_S, env=clean_env())
+                           timeout=REMOTE_KILL_S, env=contract.clean_env())
         except (OSError, subprocess.SubprocessError):
             pass
 

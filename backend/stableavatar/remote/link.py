@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 
 from .. import contract
@@ -18,14 +16,7 @@ from .. import contract
 STDERR_TAIL = 8000
 
 
-def clean_env() -> dict:
-    """Blender's own PYTHONHOME/PYTHONPATH must not leak into what ssh (or a local worker) starts."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Link:
+class Link(contract.ChildProcess):
     def __init__(self, argv: list[str], log_path: str, inbox: queue.Queue):
         self.argv, self.log_path, self.inbox = argv, log_path, inbox
         self.proc: subprocess.Popen | None = None
@@ -35,29 +26,12 @@ class Link:
 
     def start(self) -> "Link":
         os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
-        kwargs = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True  # a terminal's Ctrl+C reaches us, not ssh: we stop it politely
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=clean_env(), **kwargs)
+                                     stderr=subprocess.PIPE, env=contract.clean_env(), **contract.detached())
         err = threading.Thread(target=self._copy_stderr, name="stableavatar-link-stderr", daemon=True)
         err.start()
         threading.Thread(target=self._read, args=(err,), name="stableavatar-link-reader", daemon=True).start()
         return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode if self.proc else None
 
     def _copy_stderr(self):
         with open(self.log_path, "ab") as log:
@@ -108,17 +82,6 @@ class Link:
                     self.proc.stdin.close()
             except OSError:
                 pass
-
-    def kill(self):
-        if not self.alive:
-            return
-        try:
-            if sys.platform == "win32":
-                self.proc.kill()
-            else:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def wait(self, timeout: float) -> bool:
         if self.proc is None:
