@@ -203,11 +203,21 @@ class Ranks:
             return fn(*args)
         except RuntimeError as exc:
             self.broken = True
-            gone = [i + 1 for i, p in enumerate(self.followers) if p.poll() is not None]
+            gone = self._exited(grace=2.0)
             who = f"rank {', '.join(map(str, gone))} exited" if gone else "a rank stopped answering"
             raise RankLostError(f"{who} during {what} ({_first_line(exc)})",
                                 hint="the checkpoint of the last finished step is kept: submit the job again "
                                      "(or `stableavatar resume JOBDIR`) to continue from it") from None
+
+    def _exited(self, grace: float) -> list[int]:
+        """The ranks whose process has ended. A collective can fail a moment before a killed peer's exit is
+        visible here, so wait up to `grace` seconds for one to show."""
+        deadline = time.monotonic() + (grace if self.followers else 0.0)
+        while True:
+            gone = [i + 1 for i, p in enumerate(self.followers) if p.poll() is not None]
+            if gone or time.monotonic() > deadline:
+                return gone
+            time.sleep(0.05)
 
     def broadcast_tensors(self, tensors: list[torch.Tensor] | None, what: str) -> list[torch.Tensor]:
         """Rank 0's `tensors` on every rank (on this rank's device, same dtypes and shapes; bytes, so any dtype
