@@ -88,7 +88,9 @@ def poll() -> bool:
 def _finish(task: dict, error: str | None) -> None:
     _TASKS.remove(task)
     # ours, and not part of the job: the backend takes only its own files and the inputs in the job folder
-    _remove(task["copy"], *(() if error else (task["log"],)))
+    _remove(task["copy"])
+    if not error:
+        _remove(task["log"])  # a failed render keeps its log for the row's Open Log
     job = next((j for sc in bpy.data.scenes for j in getattr(getattr(sc, "stableavatar", None), "jobs", ())
                 if j.job_id == task["job_id"]), None)
     if job is None or job.status != rows.PREPARING:

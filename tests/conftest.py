@@ -33,15 +33,21 @@ def arch() -> dict:
     return json.loads((TINY / "arch.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def speech_12s(tmp_path_factory) -> Path:
-    """12.5 s of the test speech (5 windows at 81 frames, overlap 5), as 16-bit PCM."""
+def speech(tmp: Path, seconds: float = 1.0) -> Path:
+    """A cut of the real speech recording (25 frames per second of it), as 16-bit PCM in `tmp`."""
     import soundfile as sf
 
-    wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
-    path = tmp_path_factory.mktemp("speech") / "speech-12.5s.wav"
-    sf.write(path, wave[: int(12.5 * sr)], sr, subtype="PCM_16")
+    path = tmp / f"speech-{seconds:g}s.wav"
+    if not path.exists():
+        wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
+        sf.write(path, wave[: int(seconds * sr)], sr, subtype="PCM_16")
     return path
+
+
+@pytest.fixture(scope="module")
+def speech_12s(tmp_path_factory) -> Path:
+    """12.5 s of the test speech: 5 windows at 81 frames, overlap 5."""
+    return speech(tmp_path_factory.mktemp("speech"), 12.5)
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEDIA, PARITY, REPO, TINY
+from conftest import PARITY, REPO, TINY, speech  # noqa: F401  (speech: the fault tests take it from here)
 
 IMAGE = PARITY / "inputs" / "reference.png"
 SIZE = ["--width", "32", "--height", "32", "--steps", "1", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "backend")}
-
-
-def speech(tmp: Path, seconds: float = 1.0) -> Path:
-    """A cut of the real speech recording (25 frames per second of it)."""
-    import soundfile as sf
-
-    path = tmp / f"speech-{seconds:g}s.wav"
-    if not path.exists():
-        wave, sr = sf.read(MEDIA / "case-2-speech.wav", dtype="int16")
-        sf.write(path, wave[: int(seconds * sr)], sr, subtype="PCM_16")
-    return path
 
 
 @dataclass
